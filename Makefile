@@ -1,0 +1,64 @@
+# aoftrace — the one entry point. `make` builds, `make test` installs what it needs and runs every test.
+# Style after libbpf-tools: one .bpf.c, one .c and one shared .h per tool.
+
+BUILD     ?= build
+CLANG     ?= clang
+CC        ?= cc
+BPFTOOL   ?= $(shell command -v bpftool 2>/dev/null || echo /usr/sbin/bpftool)
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+PYTHON    := .venv/bin/python
+
+ARCH      := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+VMLINUX   := vmlinux/$(ARCH)/vmlinux.h
+
+CFLAGS    ?= -g -O2 -Wall -Wextra -Wno-unused-parameter
+BPF_CFLAGS := -g -O2 -Wall -target bpf -D__TARGET_ARCH_$(ARCH) -I$(dir $(VMLINUX)) -Ibpf
+LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf -lelf -lz)
+
+BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(wildcard bpf/*.bpf.c))
+SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(wildcard bpf/*.bpf.c))
+TOOLS     := $(BUILD)/aoftrace $(BUILD)/aofwriter
+
+.PHONY: all deps vmlinux test install uninstall clean run-ab bench
+all: $(TOOLS)
+
+deps:
+	@scripts/deps.sh
+
+# vmlinux.h is committed so builds are reproducible; regenerate it only on request.
+vmlinux:
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $(VMLINUX)
+
+$(BUILD):
+	@mkdir -p $@
+
+$(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX) | $(BUILD)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
+	$(BPFTOOL) gen skeleton $< > $@
+
+$(BUILD)/aoftrace: tools/aoftrace.c tools/trace_helpers.c tools/trace_helpers.h bpf/aoftrace.h $(SKELS) | $(BUILD)
+	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools tools/aoftrace.c tools/trace_helpers.c -o $@ $(LIBBPF_LIBS)
+
+# Valkey's AOF functions are looked up by name by uprobes: keep them exported and not inlined.
+$(BUILD)/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
+	$(CC) $(CFLAGS) -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
+
+test: deps all
+	CI=$${CI:-} $(PYTHON) -m pytest -ra tests
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/aoftrace $(DESTDIR)$(PREFIX)/sbin/aoftrace
+	install -m 0755 $(BUILD)/aofwriter $(DESTDIR)$(PREFIX)/bin/aofwriter
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/sbin/aoftrace $(DESTDIR)$(PREFIX)/bin/aofwriter
+
+run-ab:
+	@echo "make run-ab: the A/B runner is not built yet (issue 6)." >&2; exit 2
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what the build, the tools and the tests need, only what is missing.
+# Idempotent: a second run with everything present does no network access.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages and why each is here (see README.md, "Dependencies").
+PKGS=(
+  clang llvm            # compile the CO-RE BPF programs (-target bpf)
+  libbpf-dev            # load/attach BPF from the C tools (skeletons)
+  bpftool               # generate skeletons and vmlinux.h
+  libelf-dev zlib1g-dev pkg-config   # libbpf's link dependencies
+  liburing-dev          # aofwriter's io_uring I/O modes
+  redis-server redis-tools   # real server, redis-benchmark, redis-check-aof
+  xfsprogs e2fsprogs    # mkfs for the loop-mounted test file systems
+  bpftrace              # independent cross-check of aoftrace's counts
+  util-linux procps     # losetup, mount, taskset, pgrep
+  python3-venv          # the venv below
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's redis-server package starts a server where systemd runs; we only want the binaries.
+if command -v systemctl >/dev/null && systemctl is-active -q redis-server 2>/dev/null; then
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+
+# Python venv from the pinned requirements; rebuilt only when requirements.txt changes.
+if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/requirements.txt; then
+  echo "deps: creating .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  cp requirements.txt .venv/requirements.txt
+fi

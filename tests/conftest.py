@@ -1,0 +1,38 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+from aofab import env  # noqa: E402
+
+
+def pytest_configure(config):
+    if os.geteuid() != 0:
+        pytest.exit("the tests load BPF programs and mount loop devices: run them as root", returncode=2)
+
+
+@pytest.fixture(params=["xfs", "ext4"])
+def loopfs(request):
+    """A fresh loop-mounted XFS or ext4 file system, removed afterwards even when the test fails."""
+    with env.LoopFS(request.param) as fs:
+        yield fs
+
+
+@pytest.fixture
+def xfs():
+    with env.LoopFS("xfs") as fs:
+        yield fs
+
+
+@pytest.fixture
+def ext4():
+    with env.LoopFS("ext4") as fs:
+        yield fs
+
+
+@pytest.fixture
+def port():
+    return env.free_port()
