@@ -20,7 +20,7 @@ BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(wildcard bpf/*.bpf.c))
 SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(wildcard bpf/*.bpf.c))
 TOOLS     := $(BUILD)/aoftrace $(BUILD)/aofwriter
 
-.PHONY: all deps vmlinux test install uninstall clean run-ab bench
+.PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench
 all: $(TOOLS)
 
 deps:
@@ -47,7 +47,15 @@ $(BUILD)/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
 	$(CC) $(CFLAGS) -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
 test: deps all
-	CI=$${CI:-} $(PYTHON) -m pytest -ra tests
+	$(PYTHON) -m pytest -ra -m "not stress" tests
+
+# Long loops (kill/restart hundreds of times); not part of `make test`.
+stress: deps all
+	AOF_STRESS=1 $(PYTHON) -m pytest -ra -m stress tests
+
+# aofwriter vs redis-server on the same file system: ops/s and flush latency ratios (a benchmark, not a test).
+bench-writer: deps all
+	PYTHONPATH=tools $(PYTHON) -m aofab.bench_writer $(ARGS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
