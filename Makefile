@@ -23,6 +23,9 @@ TOOLS     := $(BUILD)/aoftrace $(BUILD)/aofwriter
 .PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench
 all: $(TOOLS)
 
+# Keep the BPF objects: bpftool and the tests read them.
+.SECONDARY: $(BPF_OBJS)
+
 deps:
 	@scripts/deps.sh
 

@@ -1,0 +1,197 @@
+"""aoftrace v0 against Debian's redis-server on loop-mounted XFS and ext4, cross-checked by bpftrace."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from aofab import env, tracing
+
+REQUIRED_KEYS = [
+    "schema", "target.pid", "target.exe", "window_s", "flush.count", "flush.total_us", "flush.p50_us",
+    "flush.p99_us", "flush.max_us", "fdatasync.count", "fdatasync.total_us", "fdatasync.p50_us",
+    "fdatasync.p99_us", "fdatasync.max_us", "lost_events",
+]
+
+
+def dig(d, dotted):
+    for k in dotted.split("."):
+        d = d[k]
+    return d
+
+
+def our_progs():
+    """Names of loaded BPF programs that come from aoftrace.bpf.c."""
+    out = env.run(["bpftool", "prog", "show"]).stdout
+    ours = {"flush_enter", "flush_exit", "sys_enter", "sys_exit", "sched_process_fork", "sched_process_e"}
+    return [n for n in re.findall(r"name (\w+)", out) if n in ours]
+
+
+def no_progs_left(timeout=3.0):
+    """True once none of our programs is loaded; the kernel frees a detached program asynchronously."""
+    deadline = time.monotonic() + timeout
+    while our_progs():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def redis(loopfs, port, tmp_path):
+    with env.redis_server(loopfs.mnt, port, log=str(tmp_path / "redis.log")) as srv:
+        yield srv
+
+
+def test_counts_and_totals_match_bpftrace(redis, tmp_path):
+    """Flushes that wrote and main-thread fdatasyncs: counts within 1%, total times within 5% of bpftrace's."""
+    with tracing.tracefs():
+        with tracing.Aoftrace(redis.pid, str(tmp_path / "a.json")) as at, tracing.bpftrace_flush(redis.pid) as bt:
+            time.sleep(0.3)
+            rows = env.benchmark(redis.port, requests=20000, clients=50, size=100, keyspace=100000)
+            time.sleep(0.3)
+            assert bt.stop() == 0, bt.stderr
+            assert at.stop() == 0, at.stderr
+    assert rows.get("SET", 0) > 0
+    rep, ref = at.report(), bt.maps()
+    for k in REQUIRED_KEYS:
+        dig(rep, k)
+    assert rep["schema"] == "aoftrace/1" and rep["target"]["pid"] == redis.pid
+    assert rep["lost_events"] == 0
+    assert ref["flush_count"] > 100, ref
+    assert rep["flush"]["count"] == pytest.approx(ref["flush_count"], rel=0.01)
+    assert rep["fdatasync"]["count"] == pytest.approx(ref["sync_count"], rel=0.01)
+    assert rep["flush"]["total_us"] == pytest.approx(ref["flush_ns"] / 1000, rel=0.05)
+    assert rep["fdatasync"]["total_us"] == pytest.approx(ref["sync_ns"] / 1000, rel=0.05)
+    # Every SET reached the AOF: 20000 commands of at least 100 bytes each went through write().
+    assert rep["flush"]["write_bytes"] > 20000 * 100
+    assert rep["flush"]["p50_us"] <= rep["flush"]["p99_us"] <= rep["flush"]["max_us"]
+    # The histogram and the quantile line are printed.
+    assert "usecs" in at.output and "p99.9" in at.output
+
+
+def test_rewrite_child_and_interval_lines(redis, tmp_path):
+    """BGREWRITEAOF under load: the forked child and its fsync are seen and attributed to the child role."""
+    with tracing.Aoftrace(redis.pid, str(tmp_path / "a.json"), ["-i", "0.5"]) as at:
+        env.benchmark(redis.port, requests=5000)
+        redis.cli("BGREWRITEAOF")
+        env.benchmark(redis.port, requests=5000)
+        for _ in range(100):
+            if "aof_rewrite_in_progress:0" in redis.cli("INFO", "persistence") \
+                    and "aof_rewrite_scheduled:0" in redis.cli("INFO", "persistence"):
+                break
+            time.sleep(0.1)
+        time.sleep(1.2)  # at least two interval lines whatever the load took
+        assert at.stop() == 0, at.stderr
+    rep = at.report()
+    assert rep["children"]["forked"] >= 1
+    assert rep["children"]["exited"] >= 1
+    child = rep["sync_by_role"]["child"]
+    assert child["fdatasync_calls"] + child["fsync_calls"] >= 1
+    lines = [l for l in at.output.splitlines() if re.match(r"\d\d:\d\d:\d\d ", l)]
+    assert len(lines) >= 2
+    assert sum(int(l.split()[1]) for l in lines) <= rep["flush"]["count"]
+
+
+def test_sigint_detaches_everything(redis, tmp_path):
+    with tracing.Aoftrace(redis.pid, str(tmp_path / "a.json")) as at:
+        assert len(our_progs()) >= 4
+        assert at.stop(signal.SIGINT) == 0
+    assert "flushAppendOnlyFile()" in at.output
+    assert no_progs_left()
+
+
+def test_sigterm_prints_report(redis, tmp_path):
+    with tracing.Aoftrace(redis.pid, str(tmp_path / "a.json")) as at:
+        env.benchmark(redis.port, requests=2000)
+        assert at.stop(signal.SIGTERM) == 0
+    assert at.report()["flush"]["count"] > 0
+    assert no_progs_left()
+
+
+def test_target_exit_ends_trace(loopfs, port, tmp_path):
+    with env.redis_server(loopfs.mnt, port) as srv:
+        with tracing.Aoftrace(srv.pid, str(tmp_path / "a.json")) as at:
+            srv.stop()
+            t0 = time.monotonic()
+            at.proc.wait(5)
+            assert time.monotonic() - t0 < 2.0
+            assert at.stop() == 0
+    assert "exited" in at.output
+    assert at.report()["target"]["exited"] is True
+
+
+# ---- bad input: one line on stderr, a non-zero exit, nothing left behind -------------------------
+
+def aoftrace(*args, user=None, timeout=20):
+    argv = [tracing.AOFTRACE, *map(str, args)]
+    if user:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"] + argv
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def sleeper():
+    p = subprocess.Popen(["sleep", "60"])
+    yield p
+    p.kill()
+    p.wait()
+
+
+def free_pid():
+    pid = 4_000_000
+    while os.path.exists(f"/proc/{pid}"):
+        pid -= 1
+    return pid
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["-p", "FREE"], 1, "no process with pid"),
+    (["-p", "SLEEPER"], 1, "has no symbol flushAppendOnlyFile"),
+    (["-p", "2"], 1, "has no executable"),
+    (["-p", "SLEEPER", "--btf", "/nonexistent"], 1, "no kernel BTF at /nonexistent"),
+    (["-p", "SLEEPER", "-b", "/nonexistent/valkey-server"], 1, "cannot read binary"),
+    (["-p", "SLEEPER", "-j", "/nonexistent/dir/out.json"], 1, "cannot write /nonexistent/dir/out.json"),
+    (["-p", "abc"], 2, "invalid pid"),
+    (["-p", "-5"], 2, "invalid pid"),
+    (["-p", "SLEEPER", "-d", "0"], 2, "invalid duration"),
+    (["-p", "SLEEPER", "-d", "ten"], 2, "invalid duration"),
+    (["-p", "SLEEPER", "-i", "-1"], 2, "invalid interval"),
+    ([], 2, "a pid is required"),
+    (["-p", "SLEEPER", "extra"], 2, "unexpected argument"),
+    (["--no-such-option"], 2, "unrecognized option"),
+])
+def test_bad_input(args, code, message, sleeper):
+    args = [{"FREE": free_pid(), "SLEEPER": sleeper.pid}.get(a, a) for a in args]
+    r = aoftrace(*args)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("aoftrace: ") and message in first, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert no_progs_left()
+
+
+def test_not_root(sleeper):
+    r = aoftrace("-p", sleeper.pid, user=65534)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "aoftrace: need root, or CAP_BPF and CAP_PERFMON, to load BPF programs"
+
+
+def test_json_symlink_is_refused(sleeper, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "link.json").symlink_to(victim)
+    r = aoftrace("-p", sleeper.pid, "-j", tmp_path / "link.json")
+    assert r.returncode == 1 and "cannot write" in r.stderr
+    assert victim.read_text() == "keep me"
+
+
+def test_check_reports_core_can_run():
+    r = aoftrace("--check")
+    assert r.returncode == 0, r.stdout
+    assert re.search(r"^core \(flush, fdatasync\)\s+can run$", r.stdout, re.M)
+    assert re.search(r"^kprobes\s+", r.stdout, re.M) and re.search(r"^fentry\s+", r.stdout, re.M)
+    r = aoftrace("--check", "--btf", "/nonexistent")
+    assert r.returncode == 1 and "CANNOT run" in r.stdout

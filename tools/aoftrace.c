@@ -1,0 +1,705 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * aoftrace  Where the time of a Valkey/Redis AOF write goes.
+ *
+ * Attaches to a running valkey-server or redis-server and measures every flushAppendOnlyFile()
+ * (uprobes), the write() calls inside it and every fdatasync()/fsync() of the server's threads
+ * and forked children (raw syscall tracepoints with BTF), without kprobes or fentry.
+ */
+#include <argp.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include "aoftrace.h"
+#include "aoftrace.skel.h"
+#include "trace_helpers.h"
+
+#define AOFTRACE_VERSION "0.1"
+#define FLUSH_FUNC "flushAppendOnlyFile"
+
+static struct env {
+	pid_t pid;
+	double duration;	/* seconds, 0: until Ctrl-C */
+	double interval;	/* seconds, 0: no interval lines */
+	const char *json_path;
+	const char *binary;
+	const char *btf_path;
+	bool check;
+	bool verbose;
+} env;
+
+const char *argp_program_version = "aoftrace " AOFTRACE_VERSION;
+const char *argp_program_bug_address = "https://github.com/aoftrace/aoftrace/issues";
+static const char argp_program_doc[] =
+"Trace the AOF write path of a running valkey-server or redis-server.\n"
+"\n"
+"USAGE: aoftrace -p PID [-d SECONDS] [-i SECONDS] [-j FILE] [-b BINARY] [-v]\n"
+"       aoftrace --check\n"
+"\n"
+"EXAMPLES:\n"
+"    aoftrace -p $(pidof valkey-server)     # trace until Ctrl-C, then print histograms\n"
+"    aoftrace -p 1234 -d 10                 # trace for 10 seconds\n"
+"    aoftrace -p 1234 -i 1 -d 30            # a summary line every second for 30 seconds\n"
+"    aoftrace -p 1234 -d 10 -j out.json     # also write the report as JSON\n"
+"    aoftrace -p 1234 -b ./src/valkey-server  # take symbols from this binary\n"
+"    aoftrace --check                       # what this kernel offers the tool\n";
+
+enum { OPT_CHECK = 0x100, OPT_BTF };
+
+static const struct argp_option opts[] = {
+	{ "pid", 'p', "PID", 0, "Process id of the server to trace", 0 },
+	{ "duration", 'd', "SECONDS", 0, "Stop after this many seconds (default: until Ctrl-C)", 0 },
+	{ "interval", 'i', "SECONDS", 0, "Print a summary line every SECONDS", 0 },
+	{ "json", 'j', "FILE", 0, "Write the report as JSON to FILE", 0 },
+	{ "binary", 'b', "BINARY", 0, "Server binary with the symbols (default: /proc/PID/exe)", 0 },
+	{ "verbose", 'v', NULL, 0, "Print libbpf debug messages", 0 },
+	{ "check", OPT_CHECK, NULL, 0, "Report what this kernel offers and exit", 0 },
+	{ "btf", OPT_BTF, "FILE", 0, "Kernel BTF to use (default: /sys/kernel/btf/vmlinux)", 0 },
+	{ NULL, 'h', NULL, OPTION_HIDDEN, "Show the full help", 0 },
+	{},
+};
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("aoftrace: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static double parse_seconds(const char *arg, const char *what, struct argp_state *state)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(arg, &end);
+	if (errno || end == arg || *end || !(v > 0) || v > 86400 * 365)
+		argp_error(state, "invalid %s: '%s' (a positive number of seconds)", what, arg);
+	return v;
+}
+
+static error_t parse_arg(int key, char *arg, struct argp_state *state)
+{
+	char *end;
+	long v;
+
+	switch (key) {
+	case 'p':
+		errno = 0;
+		v = strtol(arg, &end, 10);
+		if (errno || end == arg || *end || v <= 0 || v > INT_MAX)
+			argp_error(state, "invalid pid: '%s'", arg);
+		env.pid = v;
+		break;
+	case 'd':
+		env.duration = parse_seconds(arg, "duration", state);
+		break;
+	case 'i':
+		env.interval = parse_seconds(arg, "interval", state);
+		break;
+	case 'j':
+		env.json_path = arg;
+		break;
+	case 'b':
+		env.binary = arg;
+		break;
+	case 'v':
+		env.verbose = true;
+		break;
+	case OPT_CHECK:
+		env.check = true;
+		break;
+	case OPT_BTF:
+		env.btf_path = arg;
+		break;
+	case 'h':
+		argp_state_help(state, stderr, ARGP_HELP_STD_HELP);
+		break;
+	case ARGP_KEY_ARG:
+		argp_error(state, "unexpected argument: '%s'", arg);
+		break;
+	case ARGP_KEY_END:
+		if (!env.check && !env.pid)
+			argp_error(state, "a pid is required (-p PID)");
+		break;
+	default:
+		return ARGP_ERR_UNKNOWN;
+	}
+	return 0;
+}
+
+static int libbpf_print_fn(enum libbpf_print_level level, const char *format, va_list args)
+{
+	if (level == LIBBPF_DEBUG && !env.verbose)
+		return 0;
+	if (!env.verbose)
+		return 0;	/* failures are reported by us, in one line */
+	return vfprintf(stderr, format, args);
+}
+
+static volatile sig_atomic_t exiting;
+
+static void sig_handler(int sig)
+{
+	exiting = 1;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+/* ---- what this kernel offers ---------------------------------------------------------------- */
+
+static const char *btf_file(void)
+{
+	return env.btf_path ? env.btf_path : "/sys/kernel/btf/vmlinux";
+}
+
+/* Capability bits in /proc/self/status CapEff. */
+static bool has_caps(void)
+{
+	unsigned long long eff = 0;
+	char line[256];
+	FILE *f;
+
+	if (geteuid() == 0)
+		return true;
+	f = fopen("/proc/self/status", "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &eff) == 1)
+			break;
+	fclose(f);
+	/* CAP_SYS_ADMIN (21), or CAP_BPF (39) with CAP_PERFMON (38), since 5.8. */
+	return (eff >> 21 & 1) || ((eff >> 39 & 1) && (eff >> 38 & 1));
+}
+
+struct tp_group {
+	const char *name;
+	const char *tps[4];
+	bool core;		/* the flush/fdatasync core cannot run without it */
+};
+
+static const struct tp_group tp_groups[] = {
+	{ "raw_syscalls", { "sys_enter", "sys_exit" }, true },
+	{ "sched", { "sched_process_fork", "sched_process_exit", "sched_switch", "sched_waking" }, true },
+	{ "io_uring", { "io_uring_submit_req", "io_uring_queue_async_work", "io_uring_complete" }, false },
+	{ "block", { "block_rq_issue", "block_rq_complete" }, false },
+	{ "lock", { "contention_begin", "contention_end" }, false },
+	{ "xfs", { "xfs_file_fsync", "xfs_log_force", "xfs_file_buffered_write" }, false },
+	{ "ext4", { "ext4_sync_file_enter", "ext4_sync_file_exit" }, false },
+	{ "jbd2", { "jbd2_start_commit", "jbd2_end_commit" }, false },
+};
+
+static bool pmu_exists(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/bus/event_source/devices/%s/type", name);
+	return access(path, R_OK) == 0;
+}
+
+/* fentry needs the ftrace function hooks: load a trivial program and try to attach it. */
+static const char *probe_fentry(struct btf *btf)
+{
+	struct bpf_insn insns[] = {
+		{ .code = 0xb7, .dst_reg = 0, .imm = 0 },	/* r0 = 0 */
+		{ .code = 0x95 },				/* exit */
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, popts, .expected_attach_type = BPF_TRACE_FENTRY);
+	int id, prog_fd, link_fd;
+
+	id = btf__find_by_name_kind(btf, "vfs_fsync_range", BTF_KIND_FUNC);
+	if (id < 0)
+		return "unknown (vfs_fsync_range not in BTF)";
+	popts.attach_btf_id = id;
+	prog_fd = bpf_prog_load(BPF_PROG_TYPE_TRACING, "probe_fentry", "GPL", insns, 2, &popts);
+	if (prog_fd < 0)
+		return "no (program refused)";
+	link_fd = bpf_link_create(prog_fd, 0, BPF_TRACE_FENTRY, NULL);
+	close(prog_fd);
+	if (link_fd < 0)
+		return "no (attach refused: no ftrace function hooks)";
+	close(link_fd);
+	return "yes";
+}
+
+static int cmd_check(void)
+{
+	bool core = true, btf_ok, uprobe, ringbuf;
+	struct btf *btf = NULL;
+	char tp[64];
+
+	btf_ok = access(btf_file(), R_OK) == 0;
+	if (btf_ok) {
+		btf = btf__parse(btf_file(), NULL);
+		btf_ok = btf != NULL;
+	}
+	printf("%-24s %s (%s)\n", "BTF", btf_ok ? "yes" : "NO", btf_file());
+	uprobe = pmu_exists("uprobe");
+	printf("%-24s %s\n", "uprobes", uprobe ? "yes" : "NO");
+	ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
+	printf("%-24s %s\n", "BPF ring buffer", ringbuf ? "yes" : "NO");
+	core = btf_ok && uprobe && ringbuf;
+	for (size_t g = 0; g < sizeof(tp_groups) / sizeof(tp_groups[0]); g++) {
+		const struct tp_group *grp = &tp_groups[g];
+		int have = 0, n = 0;
+		char missing[128] = "";
+
+		for (; n < 4 && grp->tps[n]; n++) {
+			snprintf(tp, sizeof(tp), "btf_trace_%s", grp->tps[n]);
+			if (btf && btf__find_by_name_kind(btf, tp, BTF_KIND_TYPEDEF) > 0)
+				have++;
+			else
+				snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing),
+					 " %s", grp->tps[n]);
+		}
+		printf("%-24s %s%s%s\n", grp->name, have == n ? "yes" : have ? "partly, missing:" : "NO",
+		       missing, grp->core ? "" : "");
+		if (grp->core && have != n)
+			core = false;
+	}
+	printf("%-24s %s\n", "tracefs mounted", access("/sys/kernel/tracing/events", R_OK) == 0 ?
+	       "yes" : "no (not needed: tp_btf and PMU uprobes)");
+	printf("%-24s %s\n", "kprobes", pmu_exists("kprobe") ? "yes" : "no (not needed)");
+	printf("%-24s %s\n", "fentry", btf ? probe_fentry(btf) : "unknown (no BTF)");
+	printf("%-24s %s\n", "core (flush, fdatasync)", core ? "can run" : "CANNOT run");
+	btf__free(btf);
+	return core ? 0 : 1;
+}
+
+/* ---- aggregation ---------------------------------------------------------------------------- */
+
+static const char *role_labels[ROLE_MAX] = {
+	[ROLE_MAIN] = "the main thread", [ROLE_BIO] = "bio threads", [ROLE_IOWQ] = "io-wq workers",
+	[ROLE_SQPOLL] = "the SQPOLL thread", [ROLE_CHILD] = "forked children", [ROLE_OTHER] = "other threads",
+};
+
+static const char *role_names[ROLE_MAX] = {
+	[ROLE_MAIN] = "main", [ROLE_BIO] = "bio", [ROLE_IOWQ] = "iowq",
+	[ROLE_SQPOLL] = "sqpoll", [ROLE_CHILD] = "child", [ROLE_OTHER] = "other",
+};
+
+struct totals {
+	struct lhist flush;		/* flushes that wrote or synced */
+	struct lhist flush_write;	/* write() time per such flush */
+	uint64_t writes, write_bytes, write_errors;
+	struct lhist sync[ROLE_MAX];	/* fdatasync+fsync per role */
+	uint64_t sync_calls[ROLE_MAX][SYNC_MAX];
+	uint64_t sync_errors[ROLE_MAX];
+	uint64_t forks, child_exits;
+};
+
+static struct totals all, ival;
+static bool target_exited;
+static char target_exe[PATH_MAX];
+static char target_comm[TASK_COMM_LEN + 1];
+
+static int handle_event(void *ctx, void *data, size_t len)
+{
+	const struct aof_flush_event *f = data;
+	const struct aof_sync_event *s = data;
+	const struct aof_proc_event *p = data;
+	struct totals *t[2] = { &all, &ival };
+
+	for (int i = 0; i < 2; i++) {
+		switch (f->type) {
+		case EV_FLUSH:
+			lhist_add(&t[i]->flush, f->dur_ns);
+			lhist_add(&t[i]->flush_write, f->write_ns);
+			t[i]->writes += f->writes;
+			t[i]->write_bytes += f->write_bytes;
+			t[i]->write_errors += f->write_errors;
+			break;
+		case EV_SYNC:
+			if (s->role >= ROLE_MAX || s->kind >= SYNC_MAX)
+				break;
+			lhist_add(&t[i]->sync[s->role], s->dur_ns);
+			t[i]->sync_calls[s->role][s->kind]++;
+			if (s->ret < 0)
+				t[i]->sync_errors[s->role]++;
+			break;
+		case EV_FORK:
+			t[i]->forks++;
+			break;
+		case EV_EXIT:
+			if (p->pid == (uint32_t)env.pid)
+				target_exited = true;
+			else
+				t[i]->child_exits++;
+			break;
+		}
+	}
+	return 0;
+}
+
+static uint64_t sum_counter(struct aoftrace_bpf *obj, uint32_t idx)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	uint64_t vals[ncpu > 0 ? ncpu : 1], sum = 0;
+
+	if (ncpu <= 0 || bpf_map_lookup_elem(bpf_map__fd(obj->maps.counters), &idx, vals))
+		return 0;
+	for (int i = 0; i < ncpu; i++)
+		sum += vals[i];
+	return sum;
+}
+
+static double us(uint64_t ns)
+{
+	return ns / 1000.0;
+}
+
+static void print_quantiles(const struct lhist *h)
+{
+	printf("  count %llu  avg %.1f  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f (usecs)\n",
+	       (unsigned long long)h->count, h->count ? us(h->sum) / h->count : 0.0,
+	       us(lhist_quantile(h, 0.5)), us(lhist_quantile(h, 0.9)), us(lhist_quantile(h, 0.99)),
+	       us(lhist_quantile(h, 0.999)), us(h->max));
+}
+
+static void print_interval(void)
+{
+	char ts[16];
+	time_t t = time(NULL);
+	struct lhist *main_sync = &ival.sync[ROLE_MAIN];
+
+	strftime(ts, sizeof(ts), "%H:%M:%S", localtime(&t));
+	printf("%-8s %8llu %9.1f %9.1f %9.1f %8llu %9.1f %9.1f %10.2f %5u\n", ts,
+	       (unsigned long long)ival.flush.count, us(lhist_quantile(&ival.flush, 0.5)),
+	       us(lhist_quantile(&ival.flush, 0.99)), us(ival.flush.max),
+	       (unsigned long long)main_sync->count, us(lhist_quantile(main_sync, 0.5)),
+	       us(lhist_quantile(main_sync, 0.99)), ival.write_bytes / 1048576.0,
+	       (unsigned)(all.forks - all.child_exits));
+	fflush(stdout);
+	memset(&ival, 0, sizeof(ival));
+}
+
+static void print_report(struct aoftrace_bpf *obj, double window)
+{
+	uint64_t calls = sum_counter(obj, CNT_FLUSH_CALLS), empty = sum_counter(obj, CNT_FLUSH_EMPTY);
+
+	printf("\n%s pid %d: %.1f s traced\n", target_comm, env.pid, window);
+	printf("\n" FLUSH_FUNC "() that wrote or synced: %llu (plus %llu empty calls of %llu)\n",
+	       (unsigned long long)all.flush.count, (unsigned long long)empty, (unsigned long long)calls);
+	lhist_print_log2(stdout, &all.flush, 1000, "usecs");
+	print_quantiles(&all.flush);
+	printf("\nwrite() inside those flushes: %llu calls, %llu bytes, %llu errors; time per flush:\n",
+	       (unsigned long long)all.writes, (unsigned long long)all.write_bytes,
+	       (unsigned long long)all.write_errors);
+	print_quantiles(&all.flush_write);
+	for (int r = 0; r < ROLE_MAX; r++) {
+		if (!all.sync[r].count)
+			continue;
+		printf("\nfdatasync/fsync by %s: %llu fdatasync, %llu fsync, %llu errors\n", role_labels[r],
+		       (unsigned long long)all.sync_calls[r][SYNC_FDATASYNC],
+		       (unsigned long long)all.sync_calls[r][SYNC_FSYNC], (unsigned long long)all.sync_errors[r]);
+		lhist_print_log2(stdout, &all.sync[r], 1000, "usecs");
+		print_quantiles(&all.sync[r]);
+	}
+	if (!all.sync[ROLE_MAIN].count && !all.flush.count)
+		printf("\nno AOF flush seen: is appendonly on, and did the server get writes?\n");
+	printf("\nchildren forked: %llu, exited: %llu; lost events: %llu\n", (unsigned long long)all.forks,
+	       (unsigned long long)all.child_exits, (unsigned long long)sum_counter(obj, CNT_LOST));
+}
+
+static void json_lhist(struct jw *w, const struct lhist *h)
+{
+	jw_u64(w, "count", h->count);
+	jw_dbl(w, "total_us", us(h->sum));
+	jw_dbl(w, "avg_us", h->count ? us(h->sum) / h->count : 0);
+	jw_dbl(w, "p50_us", us(lhist_quantile(h, 0.5)));
+	jw_dbl(w, "p90_us", us(lhist_quantile(h, 0.9)));
+	jw_dbl(w, "p99_us", us(lhist_quantile(h, 0.99)));
+	jw_dbl(w, "p999_us", us(lhist_quantile(h, 0.999)));
+	jw_dbl(w, "min_us", us(h->min));
+	jw_dbl(w, "max_us", us(h->max));
+}
+
+static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
+{
+	const struct lhist *ms = &all.sync[ROLE_MAIN];
+	struct jw w;
+
+	jw_begin(&w, f);
+	jw_str(&w, "schema", "aoftrace/1");
+	jw_str(&w, "version", AOFTRACE_VERSION);
+	jw_obj(&w, "target");
+	jw_i64(&w, "pid", env.pid);
+	jw_str(&w, "exe", target_exe);
+	jw_str(&w, "comm", target_comm);
+	jw_bool(&w, "exited", target_exited);
+	jw_obj_end(&w);
+	jw_dbl(&w, "window_s", window);
+	jw_obj(&w, "flush");
+	json_lhist(&w, &all.flush);
+	jw_u64(&w, "calls", sum_counter(obj, CNT_FLUSH_CALLS));
+	jw_u64(&w, "empty_calls", sum_counter(obj, CNT_FLUSH_EMPTY));
+	jw_dbl(&w, "empty_total_us", us(sum_counter(obj, CNT_FLUSH_EMPTY_NS)));
+	jw_u64(&w, "writes", all.writes);
+	jw_u64(&w, "write_bytes", all.write_bytes);
+	jw_u64(&w, "write_errors", all.write_errors);
+	jw_dbl(&w, "write_total_us", us(all.flush_write.sum));
+	jw_obj_end(&w);
+	/* fdatasync: the main thread's fdatasync+fsync, the ones a client waits for. */
+	jw_obj(&w, "fdatasync");
+	json_lhist(&w, ms);
+	jw_u64(&w, "fdatasync_calls", all.sync_calls[ROLE_MAIN][SYNC_FDATASYNC]);
+	jw_u64(&w, "fsync_calls", all.sync_calls[ROLE_MAIN][SYNC_FSYNC]);
+	jw_u64(&w, "errors", all.sync_errors[ROLE_MAIN]);
+	jw_obj_end(&w);
+	jw_obj(&w, "sync_by_role");
+	for (int r = 0; r < ROLE_MAX; r++) {
+		jw_obj(&w, role_names[r]);
+		json_lhist(&w, &all.sync[r]);
+		jw_u64(&w, "fdatasync_calls", all.sync_calls[r][SYNC_FDATASYNC]);
+		jw_u64(&w, "fsync_calls", all.sync_calls[r][SYNC_FSYNC]);
+		jw_u64(&w, "errors", all.sync_errors[r]);
+		jw_obj_end(&w);
+	}
+	jw_obj_end(&w);
+	jw_obj(&w, "children");
+	jw_u64(&w, "forked", all.forks);
+	jw_u64(&w, "exited", all.child_exits);
+	jw_obj_end(&w);
+	jw_u64(&w, "lost_events", sum_counter(obj, CNT_LOST));
+	jw_end(&w);
+}
+
+/* ---- attaching ------------------------------------------------------------------------------ */
+
+static void resolve_target(char *attach_path, size_t len)
+{
+	char proc[64];
+	ssize_t n;
+	FILE *f;
+
+	snprintf(proc, sizeof(proc), "/proc/%d", env.pid);
+	if (access(proc, F_OK))
+		die("no process with pid %d", env.pid);
+	snprintf(proc, sizeof(proc), "/proc/%d/comm", env.pid);
+	f = fopen(proc, "r");
+	if (f) {
+		if (fgets(target_comm, sizeof(target_comm), f))
+			target_comm[strcspn(target_comm, "\n")] = 0;
+		fclose(f);
+	}
+	snprintf(proc, sizeof(proc), "/proc/%d/exe", env.pid);
+	n = readlink(proc, target_exe, sizeof(target_exe) - 1);
+	if (n < 0 && !env.binary) {
+		if (errno == ENOENT)
+			die("pid %d has no executable (a kernel thread?): not a valkey or redis server", env.pid);
+		die("cannot read %s: %s (use -b BINARY)", proc, strerror(errno));
+	}
+	target_exe[n > 0 ? n : 0] = 0;
+	if (env.binary) {
+		if (access(env.binary, R_OK))
+			die("cannot read binary %s: %s", env.binary, strerror(errno));
+		snprintf(attach_path, len, "%s", env.binary);
+		if (!target_exe[0])
+			snprintf(target_exe, sizeof(target_exe), "%s", env.binary);
+	} else {
+		/* The magic link reaches the mapped file even in another mount namespace or when deleted. */
+		snprintf(attach_path, len, "%s", proc);
+		if (access(proc, R_OK))
+			die("cannot read %s: %s (use -b BINARY)", proc, strerror(errno));
+	}
+}
+
+/* Fail before attaching when FILE cannot be written; create and truncate nothing yet. */
+static void check_output_path(const char *path)
+{
+	char dir[PATH_MAX], *slash;
+	struct stat st;
+
+	if (!lstat(path, &st)) {
+		if (S_ISLNK(st.st_mode))
+			die("cannot write %s: it is a symbolic link (not followed)", path);
+		if (!S_ISREG(st.st_mode))
+			die("cannot write %s: not a regular file", path);
+		if (access(path, W_OK))
+			die("cannot write %s: %s", path, strerror(errno));
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = 0;
+	else
+		*slash = 0;
+	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+		die("cannot write %s: no directory %s", path, dir);
+	if (access(dir, W_OK))
+		die("cannot write %s: %s", path, strerror(errno));
+}
+
+static struct bpf_link *attach_flush(struct bpf_program *prog, const char *path, bool ret)
+{
+	LIBBPF_OPTS(bpf_uprobe_opts, uopts, .func_name = FLUSH_FUNC, .retprobe = ret);
+	struct bpf_link *link;
+
+	link = bpf_program__attach_uprobe_opts(prog, env.pid, path, 0, &uopts);
+	if (!link) {
+		if (errno == ENOENT || errno == ESRCH)
+			die("%s has no symbol %s: is pid %d a valkey-server or redis-server? (-b BINARY "
+			    "names an unstripped binary)", env.binary ? env.binary : target_exe, FLUSH_FUNC,
+			    env.pid);
+		die("cannot attach uprobe to %s in %s: %s", FLUSH_FUNC, path, strerror(errno));
+	}
+	return link;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct argp argp = {
+		.options = opts,
+		.parser = parse_arg,
+		.doc = argp_program_doc,
+	};
+	LIBBPF_OPTS(bpf_object_open_opts, open_opts);
+	struct bpf_link *links[2] = {};
+	struct ring_buffer *rb = NULL;
+	struct aoftrace_bpf *obj = NULL;
+	char attach_path[PATH_MAX];
+	uint64_t start, next_ival, end;
+	FILE *json = NULL;
+	int err;
+
+	argp_err_exit_status = 2;
+	argv[0] = (char *)"aoftrace";	/* getopt's messages name argv[0]: keep them "aoftrace: ..." */
+	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
+	if (err)
+		return 2;
+	libbpf_set_print(libbpf_print_fn);
+
+	if (!has_caps())
+		die("need root, or CAP_BPF and CAP_PERFMON, to load BPF programs");
+	if (env.check)
+		return cmd_check();
+	if (access(btf_file(), R_OK))
+		die("no kernel BTF at %s: this tool needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+		    btf_file());
+	resolve_target(attach_path, sizeof(attach_path));
+	if (env.json_path)
+		check_output_path(env.json_path);
+
+	open_opts.btf_custom_path = env.btf_path;
+	obj = aoftrace_bpf__open_opts(&open_opts);
+	if (!obj)
+		die("cannot open BPF object: %s", strerror(errno));
+	obj->rodata->targ_tgid = env.pid;
+
+	err = aoftrace_bpf__load(obj);
+	if (err) {
+		fprintf(stderr, "aoftrace: cannot load BPF programs: %s (run with -v for the verifier log)\n",
+			strerror(-err));
+		goto cleanup;
+	}
+	err = aoftrace_bpf__attach(obj);
+	if (err) {
+		fprintf(stderr, "aoftrace: cannot attach tracepoints: %s (see aoftrace --check)\n",
+			strerror(-err));
+		goto cleanup;
+	}
+	links[0] = attach_flush(obj->progs.flush_enter, attach_path, false);
+	links[1] = attach_flush(obj->progs.flush_exit, attach_path, true);
+
+	if (env.json_path) {
+		/* Opened only once attached, so a failed start leaves the user's file alone. */
+		int fd = open(env.json_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+
+		if (fd < 0 || !(json = fdopen(fd, "w"))) {
+			err = -errno;
+			fprintf(stderr, "aoftrace: cannot write %s: %s\n", env.json_path, strerror(errno));
+			goto cleanup;
+		}
+	}
+	rb = ring_buffer__new(bpf_map__fd(obj->maps.events), handle_event, NULL, NULL);
+	if (!rb) {
+		err = -errno;
+		fprintf(stderr, "aoftrace: cannot create ring buffer: %s\n", strerror(errno));
+		goto cleanup;
+	}
+	signal(SIGINT, sig_handler);
+	signal(SIGTERM, sig_handler);
+
+	printf("Tracing %s pid %d (%s). Hit Ctrl-C to end.\n", target_comm, env.pid, target_exe);
+	if (env.interval)
+		printf("%-8s %8s %9s %9s %9s %8s %9s %9s %10s %5s\n", "TIME", "FLUSHES", "F_P50us", "F_P99us",
+		       "F_MAXus", "FDSYNCS", "S_P50us", "S_P99us", "WRITE_MB", "CHILD");
+	fflush(stdout);
+
+	start = now_ns();
+	next_ival = start + (uint64_t)(env.interval * 1e9);
+	end = env.duration ? start + (uint64_t)(env.duration * 1e9) : UINT64_MAX;
+	while (!exiting) {
+		uint64_t now;
+
+		err = ring_buffer__poll(rb, 100);
+		if (err < 0 && err != -EINTR) {
+			fprintf(stderr, "aoftrace: ring buffer: %s\n", strerror(-err));
+			goto cleanup;
+		}
+		err = 0;
+		now = now_ns();
+		if (env.interval && now >= next_ival) {
+			print_interval();
+			next_ival += (uint64_t)(env.interval * 1e9);
+		}
+		if (target_exited || (kill(env.pid, 0) && errno == ESRCH)) {
+			printf("target pid %d exited\n", env.pid);
+			target_exited = true;
+			break;
+		}
+		if (now >= end)
+			break;
+	}
+	ring_buffer__consume(rb);
+	{
+		double window = (now_ns() - start) / 1e9;
+
+		print_report(obj, window);
+		if (json) {
+			write_json(json, obj, window);
+			if (fclose(json)) {
+				json = NULL;
+				err = -errno;
+				fprintf(stderr, "aoftrace: cannot write %s: %s\n", env.json_path, strerror(errno));
+				goto cleanup;
+			}
+			json = NULL;
+		}
+	}
+
+cleanup:
+	if (json)
+		fclose(json);
+	ring_buffer__free(rb);
+	for (int i = 0; i < 2; i++)
+		bpf_link__destroy(links[i]);
+	aoftrace_bpf__destroy(obj);
+	return err != 0;
+}

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <math.h>
+#include <string.h>
+#include "trace_helpers.h"
+
+static unsigned int lh_index(uint64_t v)
+{
+	unsigned int msb;
+
+	if (v < LH_SUB)
+		return v;
+	msb = 63 - __builtin_clzll(v);
+	return (msb - LH_SUB_BITS + 1) * LH_SUB + ((v >> (msb - LH_SUB_BITS)) & (LH_SUB - 1));
+}
+
+/* Largest value that falls in bucket i. */
+static uint64_t lh_upper(unsigned int i)
+{
+	unsigned int msb, sub;
+
+	if (i < LH_SUB)
+		return i;
+	msb = i / LH_SUB + LH_SUB_BITS - 1;
+	sub = i % LH_SUB;
+	if (msb >= 63 && sub == LH_SUB - 1)
+		return UINT64_MAX;
+	return ((uint64_t)(LH_SUB + sub + 1) << (msb - LH_SUB_BITS)) - 1;
+}
+
+void lhist_add(struct lhist *h, uint64_t v)
+{
+	if (!h->count || v < h->min)
+		h->min = v;
+	if (v > h->max)
+		h->max = v;
+	h->count++;
+	h->sum += v;
+	h->slots[lh_index(v)]++;
+}
+
+void lhist_merge(struct lhist *dst, const struct lhist *src)
+{
+	if (!src->count)
+		return;
+	if (!dst->count || src->min < dst->min)
+		dst->min = src->min;
+	if (src->max > dst->max)
+		dst->max = src->max;
+	dst->count += src->count;
+	dst->sum += src->sum;
+	for (unsigned int i = 0; i < LH_BUCKETS; i++)
+		dst->slots[i] += src->slots[i];
+}
+
+uint64_t lhist_quantile(const struct lhist *h, double q)
+{
+	uint64_t rank, seen = 0, up;
+
+	if (!h->count)
+		return 0;
+	rank = (uint64_t)ceil(q * h->count);
+	if (rank < 1)
+		rank = 1;
+	for (unsigned int i = 0; i < LH_BUCKETS; i++) {
+		seen += h->slots[i];
+		if (seen >= rank) {
+			up = lh_upper(i);
+			return up > h->max ? h->max : up;
+		}
+	}
+	return h->max;
+}
+
+static void print_stars(FILE *f, unsigned int val, unsigned int val_max, int width)
+{
+	int num_stars = val_max ? (int)((uint64_t)val * width / val_max) : 0;
+	int num_spaces = width - num_stars;
+	bool need_plus = val > val_max;
+
+	for (int i = 0; i < num_stars; i++)
+		fputc('*', f);
+	for (int i = 0; i < num_spaces; i++)
+		fputc(' ', f);
+	if (need_plus)
+		fputc('+', f);
+}
+
+void lhist_print_log2(FILE *f, const struct lhist *h, uint64_t div, const char *unit)
+{
+	uint64_t log2[64] = {}, val_max = 0;
+	int idx_max = -1, stars = 40;
+
+	for (unsigned int i = 0; i < LH_BUCKETS; i++) {
+		uint64_t v, lo;
+		int b;
+
+		if (!h->slots[i])
+			continue;
+		/* Any value of the bucket gives the same log2 slot once divided. */
+		lo = i < LH_SUB ? i : lh_upper(i - 1) + 1;
+		v = lo / div;
+		b = v ? 64 - __builtin_clzll(v) : 0;
+		log2[b] += h->slots[i];
+	}
+	for (int i = 0; i < 64; i++) {
+		if (log2[i]) {
+			idx_max = i;
+			if (log2[i] > val_max)
+				val_max = log2[i];
+		}
+	}
+	if (idx_max < 0)
+		return;
+	fprintf(f, "%*s%-*s : count    distribution\n", idx_max <= 32 ? 5 : 15, "",
+		idx_max <= 32 ? 19 : 29, unit);
+	for (int i = 0; i <= idx_max; i++) {
+		uint64_t low = (1ULL << (i + 1)) >> 1, high = (1ULL << (i + 1)) - 1;
+
+		if (low == high)
+			low -= 1;
+		fprintf(f, idx_max <= 32 ? "%10llu -> %-10llu : %-8llu |" : "%20llu -> %-20llu : %-8llu |",
+			(unsigned long long)low, (unsigned long long)high, (unsigned long long)log2[i]);
+		print_stars(f, log2[i], val_max, stars);
+		fprintf(f, "|\n");
+	}
+}
+
+static void jw_key(struct jw *w, const char *key)
+{
+	if (!w->first[w->depth])
+		fputc(',', w->f);
+	w->first[w->depth] = false;
+	fprintf(w->f, "\n%*s", 2 * w->depth, "");
+	if (key)
+		fprintf(w->f, "\"%s\": ", key);
+}
+
+void jw_begin(struct jw *w, FILE *f)
+{
+	memset(w, 0, sizeof(*w));
+	w->f = f;
+	w->first[0] = true;
+	fputc('{', f);
+	w->depth = 1;
+	w->first[1] = true;
+}
+
+void jw_end(struct jw *w)
+{
+	fputs("\n}\n", w->f);
+}
+
+void jw_obj(struct jw *w, const char *key)
+{
+	jw_key(w, key);
+	fputc('{', w->f);
+	w->depth++;
+	w->first[w->depth] = true;
+}
+
+void jw_obj_end(struct jw *w)
+{
+	w->depth--;
+	fprintf(w->f, "\n%*s}", 2 * w->depth, "");
+}
+
+void jw_u64(struct jw *w, const char *key, uint64_t v)
+{
+	jw_key(w, key);
+	fprintf(w->f, "%llu", (unsigned long long)v);
+}
+
+void jw_i64(struct jw *w, const char *key, int64_t v)
+{
+	jw_key(w, key);
+	fprintf(w->f, "%lld", (long long)v);
+}
+
+void jw_dbl(struct jw *w, const char *key, double v)
+{
+	jw_key(w, key);
+	if (isfinite(v))
+		fprintf(w->f, "%.3f", v);
+	else
+		fputs("null", w->f);
+}
+
+void jw_bool(struct jw *w, const char *key, bool v)
+{
+	jw_key(w, key);
+	fputs(v ? "true" : "false", w->f);
+}
+
+void jw_str(struct jw *w, const char *key, const char *s)
+{
+	jw_key(w, key);
+	fputc('"', w->f);
+	for (; *s; s++) {
+		unsigned char c = *s;
+
+		if (c == '"' || c == '\\')
+			fprintf(w->f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(w->f, "\\u%04x", c);
+		else
+			fputc(c, w->f);
+	}
+	fputc('"', w->f);
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+#ifndef __TRACE_HELPERS_H
+#define __TRACE_HELPERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/*
+ * Log-linear histogram of nanosecond values: exact below 32, then 32 linear sub-buckets per power
+ * of two, so a percentile read from it is within 1/32 (3.1%) of the true value. Constant memory
+ * however long the trace runs; printed as a libbpf-tools style log2 histogram.
+ */
+#define LH_SUB_BITS	5
+#define LH_SUB		(1u << LH_SUB_BITS)
+#define LH_BUCKETS	((64 - LH_SUB_BITS + 1) * LH_SUB)
+
+struct lhist {
+	uint64_t count;
+	uint64_t sum;
+	uint64_t min;
+	uint64_t max;
+	uint32_t slots[LH_BUCKETS];
+};
+
+void lhist_add(struct lhist *h, uint64_t v);
+void lhist_merge(struct lhist *dst, const struct lhist *src);
+/* The value below which a fraction q (0..1) of the samples lie: the bucket's upper bound, capped by max. */
+uint64_t lhist_quantile(const struct lhist *h, double q);
+/* libbpf-tools print_log2_hist() layout, values divided by `div` and labelled `unit`. */
+void lhist_print_log2(FILE *f, const struct lhist *h, uint64_t div, const char *unit);
+
+/* A small JSON writer: enough for flat objects and arrays of numbers and strings. */
+struct jw {
+	FILE *f;
+	int depth;
+	bool first[16];
+};
+
+void jw_begin(struct jw *w, FILE *f);
+void jw_end(struct jw *w);
+void jw_obj(struct jw *w, const char *key);	/* key NULL inside arrays or at top */
+void jw_obj_end(struct jw *w);
+void jw_u64(struct jw *w, const char *key, uint64_t v);
+void jw_i64(struct jw *w, const char *key, int64_t v);
+void jw_dbl(struct jw *w, const char *key, double v);
+void jw_str(struct jw *w, const char *key, const char *s);
+void jw_bool(struct jw *w, const char *key, bool v);
+
+#endif /* __TRACE_HELPERS_H */
