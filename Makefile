@@ -42,14 +42,24 @@ $(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX) | $(BUILD)
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@
 
-$(BUILD)/aoftrace: tools/aoftrace.c tools/trace_helpers.c tools/trace_helpers.h bpf/aoftrace.h $(SKELS) | $(BUILD)
-	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools tools/aoftrace.c tools/trace_helpers.c -o $@ $(LIBBPF_LIBS)
+AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/offcpu.c
+AOFTRACE_HDRS := tools/trace_helpers.h tools/offcpu.h bpf/aoftrace.h bpf/classify.h
+
+$(BUILD)/aoftrace: $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(SKELS) | $(BUILD)
+	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lm
+
+# C unit tests (liburing style: small programs that exit non-zero on failure), run by `make test`.
+$(BUILD)/test_classify: tests/test_classify.c tools/offcpu.c tools/trace_helpers.c $(AOFTRACE_HDRS) | $(BUILD)
+	$(CC) $(CFLAGS) -Ibpf -Itools tests/test_classify.c tools/offcpu.c tools/trace_helpers.c -o $@ -lm
 
 # Valkey's AOF functions are looked up by name by uprobes: keep them exported and not inlined.
 $(BUILD)/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
 	$(CC) $(CFLAGS) -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
-test: deps all
+C_TESTS := $(BUILD)/test_classify
+
+test: deps all $(C_TESTS)
+	@for t in $(C_TESTS); do $$t || exit 1; done
 	$(PYTHON) -m pytest -ra -m "not stress" tests
 
 # Long loops (kill/restart hundreds of times); not part of `make test`.

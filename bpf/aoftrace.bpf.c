@@ -1,54 +1,92 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * aoftrace: latency of a Valkey/Redis server's AOF flushes and fdatasyncs.
+ * aoftrace: where the time of a Valkey/Redis server's AOF flushes and fdatasyncs goes.
  *
  * Stands on tp_btf (raw tracepoints with BTF: no tracefs needed) and uprobes only, because the
  * kernels we target have no kprobes and refuse fentry. Per-thread state follows each
- * flushAppendOnlyFile() call; one record leaves per flush that did work, one per fsync-family call.
+ * flushAppendOnlyFile() call and the write and fdatasync calls inside it; every scheduler, lock
+ * and wake-up event of such a thread closes an interval and charges it to one component, so the
+ * components of an operation add up to its wall time. One record leaves per flush that did work
+ * and one per fsync-family call; everything else is aggregated here.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "aoftrace.h"
+#include "classify.h"
 
 #if defined(__TARGET_ARCH_x86)
-#define NR_write	1
-#define NR_pwrite64	18
-#define NR_writev	20
-#define NR_fsync	74
-#define NR_fdatasync	75
-#define NR_pwritev	296
-#define NR_pwritev2	328
+#define NR_write		1
+#define NR_pwrite64		18
+#define NR_writev		20
+#define NR_clone		56
+#define NR_fork			57
+#define NR_vfork		58
+#define NR_fsync		74
+#define NR_fdatasync		75
+#define NR_sync_file_range	277
+#define NR_pwritev		296
+#define NR_pwritev2		328
+#define NR_clone3		435
 #elif defined(__TARGET_ARCH_arm64)
-#define NR_write	64
-#define NR_pwrite64	68
-#define NR_writev	66
-#define NR_fsync	82
-#define NR_fdatasync	83
-#define NR_pwritev	70
-#define NR_pwritev2	287
+#define NR_write		64
+#define NR_pwrite64		68
+#define NR_writev		66
+#define NR_clone		220
+#define NR_fork			-1
+#define NR_vfork		-1
+#define NR_fsync		82
+#define NR_fdatasync		83
+#define NR_sync_file_range	84
+#define NR_pwritev		70
+#define NR_pwritev2		287
+#define NR_clone3		435
 #else
 #error "syscall numbers: add this architecture"
 #endif
 
+#define CLONE_VM	0x00000100
+#define CLONE_THREAD	0x00010000
+
 const volatile __u32 targ_tgid = 0;
+const volatile struct aof_krange kranges[MAX_KRANGES] = {};
+const volatile __u32 nr_kranges = 0;
 
 /* Children alive; read without a lock, it only gates a map lookup and tags records. */
-__u32 nr_children = 0;
+__u64 nr_children = 0;
+/* The AOF file as last seen written by a flush: its inode's i_rwsem, device and inode number. */
+__u64 aof_rwsem = 0;
+__u32 aof_dev = 0;
+
+enum tstate_run { RUN_ONCPU, RUN_RUNQ, RUN_OFFCPU };
 
 struct tstate {
-	__u64 flush_start;	/* 0 when not inside flushAppendOnlyFile() */
-	__u64 sys_start;	/* 0 when no traced syscall is in flight */
-	__s32 sys_nr;
+	__u64 span_start[SPAN_MAX];	/* 0 when the span is not open */
+	__u64 last_ts;			/* start of the interval not yet charged */
+	__u8 run;			/* enum tstate_run */
+	__u8 off_comp;			/* component of the current sleep */
+	__u8 lock_comp;			/* COMP_*_LOCK while in lock contention, else 0 */
+	__u8 commit;			/* the open sync forced a journal/log commit */
+	__s32 sys_nr;			/* the traced syscall in flight, -1 if none */
 	__s32 sys_fd;
-	__u32 writes;
-	__u32 write_errors;
-	__u32 syncs;
+	__s32 off_kstack;
+	__s32 waker_kstack;
+	__u32 waker_pid;
+	__u64 off_start;
+	__u64 wake_ts;
+	__u64 sys_start;		/* a fork or a child's write: timed, not attributed */
+	char waker_comm[TASK_COMM_LEN];
+	/* flush totals */
+	__u32 writes, write_errors, syncs, commits;
+	__u64 write_ns, write_bytes, sync_ns;
+	__u64 first_off, isize_before, ino;
+	__u64 inode;			/* the AOF inode of the last write in this flush */
+	__u32 children_at_start;
 	__u32 pad;
-	__u64 write_ns;
-	__u64 write_bytes;
-	__u64 sync_ns;
+	__u64 comp[SPAN_MAX][COMP_MAX];	/* the open spans */
+	__u64 write_tot[COMP_MAX];	/* all writes of the open flush */
+	__u64 sync_tot[COMP_MAX];	/* all syncs of the open flush */
 };
 
 struct {
@@ -74,8 +112,53 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__uint(value_size, MAX_FRAMES * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct aof_offkey);
+	__type(value, __u64);		/* ns asleep */
+} offstacks SEC(".maps");
+
+struct frames {
+	__u64 ips[MAX_FRAMES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct frames);
+} scratch SEC(".maps");
+
+struct rqinfo {
+	__u64 issue_ns;
+	__u8 issuer;
+	__u8 kind;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);		/* struct request * */
+	__type(value, struct rqinfo);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ISS_MAX * RQ_MAX);
+	__type(key, __u32);
+	__type(value, struct aof_blkstat);
+} blkstats SEC(".maps");
 
 static __always_inline void count(__u32 idx, __u64 n)
 {
@@ -97,7 +180,7 @@ static __always_inline int tracked(__u32 tgid)
 
 static __always_inline struct tstate *tstate_get(__u32 tid)
 {
-	static const struct tstate zero;
+	static const struct tstate zero = { .sys_nr = -1 };
 	struct tstate *st;
 
 	st = bpf_map_lookup_elem(&threads, &tid);
@@ -137,11 +220,76 @@ static __always_inline bool is_write(long nr)
 	       nr == NR_pwritev || nr == NR_pwritev2;
 }
 
+static __always_inline bool is_fork(long nr)
+{
+	return nr == NR_clone || nr == NR_clone3 || nr == NR_fork || nr == NR_vfork;
+}
+
+static __always_inline bool any_span(const struct tstate *st)
+{
+	return st->span_start[SPAN_FLUSH] | st->span_start[SPAN_WRITE] | st->span_start[SPAN_SYNC];
+}
+
+/* Charge [last_ts, now) to the component the thread was in, in every open span. */
+static __always_inline void charge(struct tstate *st, __u64 now)
+{
+	__u64 delta = now - st->last_ts;
+	__u32 c;
+
+	if (st->run == RUN_ONCPU)
+		c = st->lock_comp ? st->lock_comp : COMP_ONCPU;
+	else if (st->run == RUN_RUNQ)
+		c = COMP_RUNQ;
+	else
+		c = st->off_comp;
+	if (c >= COMP_MAX)
+		c = COMP_OTHER_OFFCPU;
+	for (int s = 0; s < SPAN_MAX; s++)
+		if (st->span_start[s])
+			st->comp[s][c] += delta;
+	st->last_ts = now;
+}
+
+/* Open a span on a running thread. */
+static __always_inline void span_open(struct tstate *st, int span, __u64 now)
+{
+	if (any_span(st))
+		charge(st, now);
+	else
+		st->last_ts = now;
+	st->run = RUN_ONCPU;
+	st->span_start[span] = now;
+	for (int c = 0; c < COMP_MAX; c++)
+		st->comp[span][c] = 0;
+}
+
+static __always_inline void span_close(struct tstate *st, int span, __u64 now)
+{
+	charge(st, now);
+	st->span_start[span] = 0;
+}
+
+static __always_inline struct file *fd_file(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds, *f = NULL;
+	unsigned int max;
+
+	max = BPF_CORE_READ(task, files, fdt, max_fds);
+	if (fd < 0 || (unsigned int)fd >= max)
+		return NULL;
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* ---- the flush: flushAppendOnlyFile() ----------------------------------------------------- */
+
 /* BPF_KPROBE works for uprobes; libbpf 1.1 (Debian 12) has no BPF_UPROBE yet. */
 SEC("uprobe")
 int BPF_KPROBE(flush_enter)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
 	struct tstate *st;
 
 	if ((__u32)(id >> 32) != targ_tgid)
@@ -149,121 +297,177 @@ int BPF_KPROBE(flush_enter)
 	st = tstate_get((__u32)id);
 	if (!st)
 		return 0;
-	st->flush_start = bpf_ktime_get_ns();
-	st->writes = st->write_errors = st->syncs = 0;
+	span_open(st, SPAN_FLUSH, now);
+	st->writes = st->write_errors = st->syncs = st->commits = 0;
 	st->write_ns = st->write_bytes = st->sync_ns = 0;
+	st->first_off = st->isize_before = st->ino = st->inode = 0;
+	st->children_at_start = nr_children;
+	for (int c = 0; c < COMP_MAX; c++)
+		st->write_tot[c] = st->sync_tot[c] = 0;
 	return 0;
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(flush_exit)
 {
-	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+	__u64 id = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns(), start;
 	__u32 tid = (__u32)id;
 	struct aof_flush_event *e;
+	struct inode *inode;
 	struct tstate *st;
-	__u64 dur;
 
 	if ((__u32)(id >> 32) != targ_tgid)
 		return 0;
 	st = bpf_map_lookup_elem(&threads, &tid);
-	if (!st || !st->flush_start)
+	if (!st || !st->span_start[SPAN_FLUSH])
 		return 0;
-	dur = now - st->flush_start;
+	start = st->span_start[SPAN_FLUSH];
+	span_close(st, SPAN_FLUSH, now);
 	count(CNT_FLUSH_CALLS, 1);
 	if (!st->writes && !st->syncs) {
 		/* Called on every event-loop turn; an empty buffer returns at once. Count, don't emit. */
 		count(CNT_FLUSH_EMPTY, 1);
-		count(CNT_FLUSH_EMPTY_NS, dur);
-		st->flush_start = 0;
+		count(CNT_FLUSH_EMPTY_NS, now - start);
 		return 0;
 	}
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_LOST, 1);
-		st->flush_start = 0;
 		return 0;
 	}
 	e->type = EV_FLUSH;
 	e->tid = tid;
-	e->start_ns = st->flush_start;
-	e->dur_ns = dur;
+	e->start_ns = start;
+	e->dur_ns = now - start;
 	e->write_ns = st->write_ns;
 	e->write_bytes = st->write_bytes;
 	e->sync_ns = st->sync_ns;
 	e->writes = st->writes;
 	e->write_errors = st->write_errors;
 	e->syncs = st->syncs;
-	e->children = nr_children;
+	e->children = st->children_at_start > nr_children ? st->children_at_start : nr_children;
+	e->first_off = st->first_off;
+	e->isize_before = st->isize_before;
+	inode = (struct inode *)st->inode;
+	e->isize_after = inode ? BPF_CORE_READ(inode, i_size) : 0;
+	e->ino = st->ino;
+	e->commits = st->commits;
+	e->pad = 0;
+	for (int c = 0; c < COMP_MAX; c++) {
+		e->comp[c] = st->comp[SPAN_FLUSH][c];
+		e->write_comp[c] = st->write_tot[c];
+		e->sync_comp[c] = st->sync_tot[c];
+	}
 	bpf_ringbuf_submit(e, 0);
-	st->flush_start = 0;
 	return 0;
+}
+
+/* ---- syscalls: write inside a flush, fdatasync/fsync anywhere, fork, the child's I/O ------- */
+
+/* Remember the AOF file of a write inside a flush: i_rwsem for lock matching, size and offset. */
+static __always_inline void note_aof_write(struct tstate *st, long nr, int fd, struct pt_regs *regs)
+{
+	struct file *f = fd_file(fd);
+	struct inode *inode;
+	__u64 off;
+
+	if (!f)
+		return;
+	inode = BPF_CORE_READ(f, f_inode);
+	if (!inode)
+		return;
+	aof_rwsem = (__u64)inode + bpf_core_field_offset(struct inode, i_rwsem);
+	aof_dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	if (st->writes)
+		return;
+	st->inode = (__u64)inode;
+	st->ino = BPF_CORE_READ(inode, i_ino);
+	st->isize_before = BPF_CORE_READ(inode, i_size);
+	if (nr == NR_pwrite64 || nr == NR_pwritev || nr == NR_pwritev2)
+		off = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	else
+		off = BPF_CORE_READ(f, f_pos);
+	if (BPF_CORE_READ(f, f_flags) & 02000 /* O_APPEND */)
+		off = st->isize_before;
+	st->first_off = off;
 }
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid(), now;
 	struct tstate *st;
 	int who;
 
-	if (!is_write(nr) && nr != NR_fsync && nr != NR_fdatasync)
+	if (!is_write(nr) && nr != NR_fsync && nr != NR_fdatasync && !is_fork(nr) &&
+	    nr != NR_sync_file_range)
 		return 0;
 	who = tracked(id >> 32);
 	if (!who)
 		return 0;
-	if (who == 1 && is_write(nr)) {
-		/* Only writes inside a flush are AOF writes; replies to clients are writes too. */
-		st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
-		if (!st || !st->flush_start)
+	if (who == 2) {
+		if (nr == NR_sync_file_range)
+			count(CNT_CHILD_SFR, 1);
+		if (nr == NR_sync_file_range || is_fork(nr))
 			return 0;
-	} else if (is_write(nr)) {
-		return 0;
+	}
+	if (who == 1 && (is_write(nr) || is_fork(nr) || nr == NR_sync_file_range)) {
+		st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+		if (!st)
+			return 0;
+		if (is_write(nr)) {
+			/* Only writes inside a flush are AOF writes; replies to clients are writes too. */
+			if (!st->span_start[SPAN_FLUSH])
+				return 0;
+		} else if (is_fork(nr)) {
+			/* A new process, not a thread: clone3 keeps its flags in user memory. */
+			__u64 flags = 0;
+
+			if ((__u32)id != targ_tgid)
+				return 0;
+			if (nr == NR_clone3)
+				bpf_probe_read_user(&flags, sizeof(flags),
+						    (void *)PT_REGS_PARM1_CORE_SYSCALL(regs));
+			else if (nr == NR_clone)
+				flags = PT_REGS_PARM1_CORE_SYSCALL(regs);
+			if (flags & (CLONE_THREAD | CLONE_VM))
+				return 0;
+		} else {
+			return 0;
+		}
+	} else if (who == 2 && is_write(nr)) {
+		st = tstate_get((__u32)id);
+		if (!st)
+			return 0;
 	} else {
 		st = tstate_get((__u32)id);
 		if (!st)
 			return 0;
 	}
+	now = bpf_ktime_get_ns();
 	st->sys_nr = nr;
 	st->sys_fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
-	st->sys_start = bpf_ktime_get_ns();
+	if (who == 1 && is_write(nr)) {
+		note_aof_write(st, nr, st->sys_fd, regs);
+		span_open(st, SPAN_WRITE, now);
+	} else if (nr == NR_fsync || nr == NR_fdatasync) {
+		st->commit = 0;
+		span_open(st, SPAN_SYNC, now);
+	} else {
+		st->sys_start = now;
+	}
 	return 0;
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, long ret, __u64 start,
+				      __u64 now)
 {
-	__u64 id = bpf_get_current_pid_tgid(), now, dur;
-	__u32 tid = (__u32)id, tgid = id >> 32;
 	struct aof_sync_event *e;
-	struct tstate *st;
 
-	if (!tracked(tgid))
-		return 0;
-	st = bpf_map_lookup_elem(&threads, &tid);
-	if (!st || !st->sys_start)
-		return 0;
-	now = bpf_ktime_get_ns();
-	dur = now - st->sys_start;
-	st->sys_start = 0;
-
-	if (is_write(st->sys_nr)) {
-		st->writes++;
-		st->write_ns += dur;
-		if (ret < 0)
-			st->write_errors++;
-		else
-			st->write_bytes += ret;
-		return 0;
-	}
-	if (st->flush_start) {
-		st->syncs++;
-		st->sync_ns += dur;
-	}
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_LOST, 1);
-		return 0;
+		return;
 	}
 	e->type = EV_SYNC;
 	e->tid = tid;
@@ -271,16 +475,344 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->role = role_of(tid, tgid, e->comm);
 	e->kind = st->sys_nr == NR_fsync ? SYNC_FSYNC : SYNC_FDATASYNC;
-	e->in_flush = st->flush_start != 0;
-	e->pad = 0;
-	e->start_ns = now - dur;
-	e->dur_ns = dur;
+	e->in_flush = st->span_start[SPAN_FLUSH] != 0;
+	e->commit = st->commit;
+	e->start_ns = start;
+	e->dur_ns = now - start;
 	e->ret = ret;
 	e->children = nr_children;
 	e->fd = st->sys_fd;
+	for (int c = 0; c < COMP_MAX; c++)
+		e->comp[c] = st->comp[SPAN_SYNC][c];
 	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid(), now, start;
+	__u32 tid = (__u32)id, tgid = id >> 32;
+	struct tstate *st;
+	int who = tracked(tgid);
+	long nr;
+
+	if (!who)
+		return 0;
+	st = bpf_map_lookup_elem(&threads, &tid);
+	if (!st || st->sys_nr < 0)
+		return 0;
+	nr = st->sys_nr;
+	st->sys_nr = -1;
+	now = bpf_ktime_get_ns();
+
+	if (is_fork(nr)) {
+		if (ret > 0) {
+			count(CNT_FORKS, 1);
+			count(CNT_FORK_NS, now - st->sys_start);
+		}
+		return 0;
+	}
+	if (is_write(nr) && who == 2) {
+		if (ret > 0)
+			count(CNT_CHILD_WRITE_BYTES, ret);
+		return 0;
+	}
+	if (is_write(nr)) {
+		start = st->span_start[SPAN_WRITE];
+		if (!start)
+			return 0;
+		span_close(st, SPAN_WRITE, now);
+		st->writes++;
+		st->write_ns += now - start;
+		if (ret < 0)
+			st->write_errors++;
+		else
+			st->write_bytes += ret;
+		for (int c = 0; c < COMP_MAX; c++)
+			st->write_tot[c] += st->comp[SPAN_WRITE][c];
+		return 0;
+	}
+	/* fdatasync / fsync */
+	start = st->span_start[SPAN_SYNC];
+	if (!start)
+		return 0;
+	span_close(st, SPAN_SYNC, now);
+	if (st->span_start[SPAN_FLUSH]) {
+		st->syncs++;
+		st->sync_ns += now - start;
+		st->commits += st->commit;
+		for (int c = 0; c < COMP_MAX; c++)
+			st->sync_tot[c] += st->comp[SPAN_SYNC][c];
+	}
+	emit_sync(st, tid, tgid, ret, start, now);
 	return 0;
 }
+
+/* ---- the scheduler: on-CPU, run queue, and why each sleep happened -------------------------- */
+
+static __always_inline __u32 innermost_span(const struct tstate *st)
+{
+	if (st->span_start[SPAN_SYNC])
+		return SPAN_SYNC;
+	if (st->span_start[SPAN_WRITE])
+		return SPAN_WRITE;
+	return SPAN_FLUSH;
+}
+
+struct classify_ctx {
+	struct frames *fr;
+	__u32 best;
+};
+
+static long classify_frame(__u64 i, struct classify_ctx *cx)
+{
+	/* Mask in asm: clang would drop a C bound it can prove, and the verifier needs to see one. */
+	asm volatile("%[i] &= %[mask]" : [i] "+r"(i) : [mask] "i"(MAX_FRAMES - 1));
+	cx->best = classify_step((const struct aof_krange *)kranges, nr_kranges, cx->fr->ips[i], cx->best);
+	return 0;
+}
+
+/* bpf_loop (5.17+) keeps the verifier from walking frames x search steps as one unrolled tree. */
+static __always_inline __u8 classify_current(void *ctx)
+{
+	struct classify_ctx cx = { .best = COMP_OTHER_OFFCPU };
+	__u32 zero = 0;
+	long n;
+
+	cx.fr = bpf_map_lookup_elem(&scratch, &zero);
+	if (!cx.fr)
+		return COMP_OTHER_OFFCPU;
+	n = bpf_get_stack(ctx, cx.fr->ips, sizeof(cx.fr->ips), 0);
+	if (n <= 0)
+		return COMP_OTHER_OFFCPU;
+	bpf_loop(n / sizeof(__u64), classify_frame, &cx, 0);
+	return cx.best;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	__u32 prev_pid = prev->pid, next_pid = next->pid;
+	struct tstate *st;
+	__u64 now = 0;
+
+	if (tracked(prev->tgid) && (st = bpf_map_lookup_elem(&threads, &prev_pid)) && any_span(st)) {
+		now = bpf_ktime_get_ns();
+		charge(st, now);
+		if (preempt || prev_state == 0 /* TASK_RUNNING */) {
+			st->run = RUN_RUNQ;
+		} else {
+			st->run = RUN_OFFCPU;
+			st->off_comp = st->lock_comp ? st->lock_comp : classify_current(ctx);
+			st->off_kstack = bpf_get_stackid(ctx, &stacks, 0);
+			st->off_start = now;
+			st->wake_ts = 0;
+			st->waker_pid = 0;
+			st->waker_kstack = -1;
+			st->waker_comm[0] = 0;
+		}
+	}
+	if (tracked(next->tgid) && (st = bpf_map_lookup_elem(&threads, &next_pid)) && any_span(st)) {
+		if (!now)
+			now = bpf_ktime_get_ns();
+		charge(st, now);
+		if (st->run == RUN_OFFCPU || st->wake_ts) {
+			/* The sleep ends at the wake-up, or here if the wake-up went unseen. */
+			struct aof_offkey key = {
+				.kstack = st->off_kstack,
+				.waker_kstack = st->waker_kstack,
+				.comp = st->off_comp,
+				.role = role_of(next_pid, next->tgid, next->comm),
+				.span = innermost_span(st),
+				.waker_pid = st->waker_pid,
+			};
+			__u64 slept = (st->wake_ts ? st->wake_ts : now) - st->off_start, *v;
+
+			__builtin_memcpy(key.waker_comm, st->waker_comm, sizeof(key.waker_comm));
+			v = bpf_map_lookup_elem(&offstacks, &key);
+			if (v)
+				__sync_fetch_and_add(v, slept);
+			else
+				bpf_map_update_elem(&offstacks, &key, &slept, BPF_NOEXIST);
+			st->wake_ts = 0;
+		}
+		st->run = RUN_ONCPU;
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_waking")
+int BPF_PROG(sched_waking, struct task_struct *p)
+{
+	__u32 pid = p->pid;
+	struct tstate *st;
+	__u64 id, now;
+
+	if (tracked(p->tgid)) {
+		st = bpf_map_lookup_elem(&threads, &pid);
+		if (!st || !any_span(st) || st->run != RUN_OFFCPU)
+			return 0;
+		now = bpf_ktime_get_ns();
+		charge(st, now);
+		st->run = RUN_RUNQ;
+		st->wake_ts = now;
+		id = bpf_get_current_pid_tgid();
+		st->waker_pid = id >> 32;
+		bpf_get_current_comm(st->waker_comm, sizeof(st->waker_comm));
+		st->waker_kstack = bpf_get_stackid(ctx, &stacks, 0);
+		return 0;
+	}
+	/* The target waking the jbd2 thread during an fdatasync: that sync forced a commit. */
+	id = bpf_get_current_pid_tgid();
+	if ((__u32)(id >> 32) != targ_tgid || p->comm[0] != 'j' || p->comm[1] != 'b' ||
+	    p->comm[2] != 'd' || p->comm[3] != '2' || p->comm[4] != '/')
+		return 0;
+	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	if (st && st->span_start[SPAN_SYNC])
+		st->commit = 1;
+	return 0;
+}
+
+/* ---- locks: exact inode-lock waits -------------------------------------------------------- */
+
+SEC("tp_btf/contention_begin")
+int BPF_PROG(contention_begin, void *lock, unsigned int flags)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tstate *st;
+
+	if (!tracked(id >> 32))
+		return 0;
+	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	if (!st || !any_span(st))
+		return 0;
+	charge(st, bpf_ktime_get_ns());
+	st->lock_comp = (__u64)lock == aof_rwsem ? COMP_INODE_LOCK : COMP_OTHER_LOCK;
+	return 0;
+}
+
+SEC("tp_btf/contention_end")
+int BPF_PROG(contention_end, void *lock, int ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tstate *st;
+
+	if (!tracked(id >> 32))
+		return 0;
+	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	if (!st || !st->lock_comp)
+		return 0;
+	if (any_span(st))
+		charge(st, bpf_ktime_get_ns());
+	st->lock_comp = 0;
+	return 0;
+}
+
+/* ---- the file systems: forced journal/log commits ------------------------------------------ */
+
+SEC("tp_btf/xfs_log_force")
+int BPF_PROG(xfs_log_force, struct xfs_mount *mp, __s64 lsn, unsigned long caller_ip)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tstate *st;
+
+	if (!tracked(id >> 32))
+		return 0;
+	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	/* One force per sync: xfs_file_fsync() may trace more than one on its way. */
+	if (st && st->span_start[SPAN_SYNC] && !st->commit) {
+		st->commit = 1;
+		count(CNT_JOURNAL_COMMITS, 1);
+	}
+	return 0;
+}
+
+SEC("tp_btf/jbd2_end_commit")
+int BPF_PROG(jbd2_end_commit, journal_t *journal, transaction_t *commit)
+{
+	if (aof_dev && BPF_CORE_READ(journal, j_fs_dev, bd_dev) == aof_dev)
+		count(CNT_JOURNAL_COMMITS, 1);
+	return 0;
+}
+
+/* ---- the block layer on the AOF device ------------------------------------------------------ */
+
+static __always_inline __u32 rq_dev(struct request *rq)
+{
+	struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
+
+	if (!disk)
+		return 0;
+	return (BPF_CORE_READ(disk, major) << 20) | BPF_CORE_READ(disk, first_minor);
+}
+
+SEC("tp_btf/block_rq_issue")
+int BPF_PROG(block_rq_issue, struct request *rq)
+{
+	__u64 id, key = (__u64)rq;
+	struct rqinfo ri = {};
+	char comm[TASK_COMM_LEN];
+	__u32 flags, op;
+	int who;
+
+	if (!aof_dev || rq_dev(rq) != aof_dev)
+		return 0;
+	id = bpf_get_current_pid_tgid();
+	who = tracked(id >> 32);
+	bpf_get_current_comm(comm, sizeof(comm));
+	if (who == 1)
+		ri.issuer = ISS_TARGET;
+	else if (who == 2)
+		ri.issuer = ISS_CHILD;
+	else if (prefix(comm, "jbd2/", 5))
+		ri.issuer = ISS_JBD2;
+	else if (prefix(comm, "kworker/", 8))
+		ri.issuer = ISS_KWORKER;
+	else
+		ri.issuer = ISS_OTHER;
+	flags = BPF_CORE_READ(rq, cmd_flags);
+	op = flags & 0xff;	/* REQ_OP_MASK, unchanged since 4.10 */
+	if (op == 0 /* REQ_OP_READ */)
+		ri.kind = RQ_READ;
+	else if (op == 2 /* REQ_OP_FLUSH */)
+		ri.kind = RQ_FLUSH;
+	else if (op == 1 /* REQ_OP_WRITE */)
+		ri.kind = flags & (1u << bpf_core_enum_value(enum req_flag_bits, __REQ_FUA)) ?
+			  RQ_WRITE_FUA : RQ_WRITE;
+	else
+		ri.kind = RQ_OTHER;
+	ri.issue_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&inflight, &key, &ri, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(block_rq_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
+{
+	__u64 key = (__u64)rq, lat;
+	struct aof_blkstat *bs;
+	struct rqinfo *ri;
+	__u32 idx;
+
+	ri = bpf_map_lookup_elem(&inflight, &key);
+	if (!ri)
+		return 0;
+	lat = bpf_ktime_get_ns() - ri->issue_ns;
+	idx = ri->issuer * RQ_MAX + ri->kind;
+	bpf_map_delete_elem(&inflight, &key);
+	bs = bpf_map_lookup_elem(&blkstats, &idx);
+	if (!bs)
+		return 0;
+	__sync_fetch_and_add(&bs->count, 1);
+	__sync_fetch_and_add(&bs->bytes, nr_bytes);
+	__sync_fetch_and_add(&bs->lat_ns, lat);
+	if (lat > bs->max_ns)
+		bs->max_ns = lat;
+	return 0;
+}
+
+/* ---- processes: forked children and exits ------------------------------------------------- */
 
 static __always_inline void emit_proc(__u32 type, __u32 pid, __u32 ppid, const char *comm)
 {

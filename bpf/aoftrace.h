@@ -4,6 +4,8 @@
 #define __AOFTRACE_H
 
 #define TASK_COMM_LEN	16
+#define MAX_KRANGES	256	/* kernel function ranges the off-CPU classifier knows */
+#define MAX_FRAMES	32	/* kernel frames the classifier walks; a power of two (index masks) */
 
 /* Who made a syscall, decided in the kernel at the event. */
 enum aof_role {
@@ -14,6 +16,33 @@ enum aof_role {
 	ROLE_CHILD,	/* a forked child (AOF rewrite, RDB save) */
 	ROLE_OTHER,	/* any other thread of the server */
 	ROLE_MAX,
+};
+
+/*
+ * The named parts a flush, a write or an fdatasync is split into. Every nanosecond of an operation
+ * goes to exactly one: on-CPU, waiting on a run queue, or asleep for a reason read from the lock
+ * tracepoints or, failing that, from the kernel stack at switch-out.
+ */
+enum aof_comp {
+	COMP_ONCPU,		/* running */
+	COMP_RUNQ,		/* runnable, waiting for a CPU (woken or preempted) */
+	COMP_BLOCK,		/* waiting for block I/O: writeback, device cache flush */
+	COMP_JOURNAL,		/* waiting for a jbd2 commit / XFS log force */
+	COMP_INODE_LOCK,	/* contending for the AOF inode's i_rwsem */
+	COMP_OTHER_LOCK,	/* contending for any other sleeping lock or spinning on it */
+	COMP_THROTTLE,		/* dirty-page throttling (balance_dirty_pages) */
+	COMP_RECLAIM,		/* page allocation / memory reclaim */
+	COMP_IOWQ_QUEUE,	/* io_uring work queued for an io-wq worker (io_uring issue) */
+	COMP_OTHER_OFFCPU,	/* asleep for any other reason */
+	COMP_MAX,
+};
+
+/* Spans followed per thread; a write and a sync nest inside a flush. */
+enum aof_span {
+	SPAN_FLUSH,
+	SPAN_WRITE,
+	SPAN_SYNC,
+	SPAN_MAX,
 };
 
 enum aof_sync_kind {
@@ -29,6 +58,14 @@ enum aof_event_type {
 	EV_EXIT,	/* a tracked child, or the target itself, exited */
 };
 
+/* A kernel text range [start, end) whose presence on an off-CPU stack means component `comp`. */
+struct aof_krange {
+	__u64 start;
+	__u64 end;
+	__u32 comp;
+	__u32 pad;
+};
+
 struct aof_flush_event {
 	__u32 type;		/* EV_FLUSH */
 	__u32 tid;
@@ -40,7 +77,16 @@ struct aof_flush_event {
 	__u32 writes;		/* write-family syscalls inside the flush */
 	__u32 write_errors;	/* ... that returned < 0 */
 	__u32 syncs;		/* fdatasync/fsync inside the flush */
-	__u32 children;		/* forked children alive at the flush's end */
+	__u32 children;		/* forked children alive at the flush's start or end (max) */
+	__u64 first_off;	/* file offset the first write started at */
+	__u64 isize_before;	/* AOF i_size at the first write */
+	__u64 isize_after;	/* ... at the flush's end */
+	__u64 ino;		/* AOF inode written */
+	__u32 commits;		/* journal/log commits this flush's syncs forced */
+	__u32 pad;
+	__u64 comp[COMP_MAX];		/* the whole flush */
+	__u64 write_comp[COMP_MAX];	/* its write calls */
+	__u64 sync_comp[COMP_MAX];	/* its fdatasync/fsync calls */
 };
 
 struct aof_sync_event {
@@ -50,13 +96,14 @@ struct aof_sync_event {
 	__u8 role;		/* enum aof_role */
 	__u8 kind;		/* enum aof_sync_kind */
 	__u8 in_flush;		/* made inside flushAppendOnlyFile() */
-	__u8 pad;
+	__u8 commit;		/* forced a journal/log commit */
 	__u64 start_ns;
 	__u64 dur_ns;
 	__s64 ret;
 	__u32 children;
 	__s32 fd;
 	char comm[TASK_COMM_LEN];
+	__u64 comp[COMP_MAX];
 };
 
 struct aof_proc_event {
@@ -68,12 +115,41 @@ struct aof_proc_event {
 	char comm[TASK_COMM_LEN];
 };
 
+/* Off-CPU time aggregated in the kernel by stack and waker, for the top list and --folded. */
+struct aof_offkey {
+	__s32 kstack;		/* stack id at switch-out, or < 0 */
+	__s32 waker_kstack;	/* the waker's stack id at sched_waking, or < 0 */
+	__u8 comp;
+	__u8 role;
+	__u8 span;		/* innermost span: SPAN_WRITE, SPAN_SYNC or SPAN_FLUSH */
+	__u8 pad;
+	__u32 waker_pid;
+	char waker_comm[TASK_COMM_LEN];
+};
+
+/* Block requests on the AOF file's device, by who issued them and what they were. */
+enum aof_issuer { ISS_TARGET, ISS_CHILD, ISS_JBD2, ISS_KWORKER, ISS_OTHER, ISS_MAX };
+enum aof_rqkind { RQ_WRITE, RQ_WRITE_FUA, RQ_FLUSH, RQ_READ, RQ_OTHER, RQ_MAX };
+
+struct aof_blkstat {
+	__u64 count;
+	__u64 bytes;
+	__u64 lat_ns;
+	__u64 max_ns;
+};
+
 /* Counters kept in a per-CPU array and summed by user space. */
 enum aof_counter {
 	CNT_FLUSH_CALLS,	/* every flushAppendOnlyFile() return */
 	CNT_FLUSH_EMPTY,	/* ... that neither wrote nor synced (idle event-loop turns) */
 	CNT_FLUSH_EMPTY_NS,	/* time spent in those */
 	CNT_LOST,		/* records the ring buffer had no room for */
+	CNT_FORKS,		/* fork()/clone() of a new process by the target's main thread */
+	CNT_FORK_NS,		/* time the main thread spent in them */
+	CNT_CHILD_WRITE_BYTES,	/* bytes written by forked children */
+	CNT_CHILD_SFR,		/* sync_file_range() calls by forked children */
+	CNT_JOURNAL_COMMITS,	/* jbd2 commits on the AOF device, XFS log forces by the target */
+	CNT_NOSTATE,		/* scheduler events for a thread whose state was lost (should stay 0) */
 	CNT_MAX,
 };
 

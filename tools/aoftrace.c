@@ -23,6 +23,7 @@
 #include <bpf/libbpf.h>
 #include "aoftrace.h"
 #include "aoftrace.skel.h"
+#include "offcpu.h"
 #include "trace_helpers.h"
 
 #define AOFTRACE_VERSION "0.1"
@@ -35,6 +36,8 @@ static struct env {
 	const char *json_path;
 	const char *binary;
 	const char *btf_path;
+	const char *folded_path;
+	int top;
 	bool check;
 	bool verbose;
 } env;
@@ -44,7 +47,7 @@ const char *argp_program_bug_address = "https://github.com/aoftrace/aoftrace/iss
 static const char argp_program_doc[] =
 "Trace the AOF write path of a running valkey-server or redis-server.\n"
 "\n"
-"USAGE: aoftrace -p PID [-d SECONDS] [-i SECONDS] [-j FILE] [-b BINARY] [-v]\n"
+"USAGE: aoftrace -p PID [-d SECONDS] [-i SECONDS] [-j FILE] [-f FILE] [-b BINARY] [-v]\n"
 "       aoftrace --check\n"
 "\n"
 "EXAMPLES:\n"
@@ -52,6 +55,7 @@ static const char argp_program_doc[] =
 "    aoftrace -p 1234 -d 10                 # trace for 10 seconds\n"
 "    aoftrace -p 1234 -i 1 -d 30            # a summary line every second for 30 seconds\n"
 "    aoftrace -p 1234 -d 10 -j out.json     # also write the report as JSON\n"
+"    aoftrace -p 1234 -d 10 -f off.folded   # off-CPU stacks with wakers, for a flame graph\n"
 "    aoftrace -p 1234 -b ./src/valkey-server  # take symbols from this binary\n"
 "    aoftrace --check                       # what this kernel offers the tool\n";
 
@@ -63,6 +67,8 @@ static const struct argp_option opts[] = {
 	{ "interval", 'i', "SECONDS", 0, "Print a summary line every SECONDS", 0 },
 	{ "json", 'j', "FILE", 0, "Write the report as JSON to FILE", 0 },
 	{ "binary", 'b', "BINARY", 0, "Server binary with the symbols (default: /proc/PID/exe)", 0 },
+	{ "folded", 'f', "FILE", 0, "Write off-CPU stacks with their wakers, folded, to FILE", 0 },
+	{ "top", 't', "N", 0, "Print the N longest off-CPU stacks (default 5)", 0 },
 	{ "verbose", 'v', NULL, 0, "Print libbpf debug messages", 0 },
 	{ "check", OPT_CHECK, NULL, 0, "Report what this kernel offers and exit", 0 },
 	{ "btf", OPT_BTF, "FILE", 0, "Kernel BTF to use (default: /sys/kernel/btf/vmlinux)", 0 },
@@ -118,6 +124,16 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case 'b':
 		env.binary = arg;
+		break;
+	case 'f':
+		env.folded_path = arg;
+		break;
+	case 't':
+		errno = 0;
+		v = strtol(arg, &end, 10);
+		if (errno || end == arg || *end || v < 0 || v > 1000)
+			argp_error(state, "invalid top: '%s' (0 to 1000)", arg);
+		env.top = v;
 		break;
 	case 'v':
 		env.verbose = true;
@@ -312,6 +328,71 @@ struct totals {
 };
 
 static struct totals all, ival;
+
+/* Attribution: operations split by whether a forked child (rewrite) was alive. */
+enum { OP_FLUSH, OP_WRITE, OP_SYNC, OP_MAX };
+enum { RW_IDLE, RW_ACTIVE, RW_MAX };
+static const char *op_names[OP_MAX] = { "flush", "write", "fdatasync" };
+static const char *rw_names[RW_MAX] = { "idle", "active" };
+static const char *comp_names[COMP_MAX] = {
+	[COMP_ONCPU] = "oncpu", [COMP_RUNQ] = "runqueue", [COMP_BLOCK] = "block",
+	[COMP_JOURNAL] = "journal", [COMP_INODE_LOCK] = "inode_lock", [COMP_OTHER_LOCK] = "other_lock",
+	[COMP_THROTTLE] = "throttle", [COMP_RECLAIM] = "reclaim", [COMP_IOWQ_QUEUE] = "iowq_queue",
+	[COMP_OTHER_OFFCPU] = "other_offcpu",
+};
+static const char *comp_labels[COMP_MAX] = {
+	[COMP_ONCPU] = "on-CPU", [COMP_RUNQ] = "run-queue wait", [COMP_BLOCK] = "block I/O",
+	[COMP_JOURNAL] = "journal/log commit", [COMP_INODE_LOCK] = "inode lock",
+	[COMP_OTHER_LOCK] = "other locks", [COMP_THROTTLE] = "dirty throttling",
+	[COMP_RECLAIM] = "reclaim", [COMP_IOWQ_QUEUE] = "io-wq queueing",
+	[COMP_OTHER_OFFCPU] = "other off-CPU",
+};
+
+struct opstat {
+	struct lhist wall;
+	uint64_t comp[COMP_MAX];
+	struct lhist comp_h[COMP_MAX];
+};
+
+static struct opstat ops[OP_MAX][RW_MAX];
+
+static struct {
+	uint64_t bytes_written, size_growth, offset_mismatches, growth_mismatches, commits_forced;
+	uint64_t syncs_with_commit;
+} fsx;
+
+static void op_add(int op, int rw, uint64_t wall, const __u64 *comp)
+{
+	struct opstat *o = &ops[op][rw];
+
+	lhist_add(&o->wall, wall);
+	for (int c = 0; c < COMP_MAX; c++) {
+		o->comp[c] += comp[c];
+		lhist_add(&o->comp_h[c], comp[c]);
+	}
+}
+
+/* Both rewrite states together. */
+static void op_total(int op, struct opstat *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (int rw = 0; rw < RW_MAX; rw++) {
+		lhist_merge(&out->wall, &ops[op][rw].wall);
+		for (int c = 0; c < COMP_MAX; c++) {
+			out->comp[c] += ops[op][rw].comp[c];
+			lhist_merge(&out->comp_h[c], &ops[op][rw].comp_h[c]);
+		}
+	}
+}
+
+static uint64_t comp_sum(const struct opstat *o)
+{
+	uint64_t sum = 0;
+
+	for (int c = 0; c < COMP_MAX; c++)
+		sum += o->comp[c];
+	return sum;
+}
 static bool target_exited;
 static char target_exe[PATH_MAX];
 static char target_comm[TASK_COMM_LEN + 1];
@@ -326,6 +407,24 @@ static int handle_event(void *ctx, void *data, size_t len)
 	for (int i = 0; i < 2; i++) {
 		switch (f->type) {
 		case EV_FLUSH:
+			if (i == 0) {
+				int rw = f->children ? RW_ACTIVE : RW_IDLE;
+
+				op_add(OP_FLUSH, rw, f->dur_ns, f->comp);
+				if (f->writes)
+					op_add(OP_WRITE, rw, f->write_ns, f->write_comp);
+				fsx.bytes_written += f->write_bytes;
+				if (f->writes && f->ino) {
+					uint64_t grew = f->isize_after > f->isize_before ?
+							f->isize_after - f->isize_before : 0;
+
+					fsx.size_growth += grew;
+					if (f->first_off != f->isize_before)
+						fsx.offset_mismatches++;
+					if (grew != f->write_bytes)
+						fsx.growth_mismatches++;
+				}
+			}
 			lhist_add(&t[i]->flush, f->dur_ns);
 			lhist_add(&t[i]->flush_write, f->write_ns);
 			t[i]->writes += f->writes;
@@ -335,6 +434,10 @@ static int handle_event(void *ctx, void *data, size_t len)
 		case EV_SYNC:
 			if (s->role >= ROLE_MAX || s->kind >= SYNC_MAX)
 				break;
+			if (i == 0 && s->role == ROLE_MAIN) {
+				op_add(OP_SYNC, s->children ? RW_ACTIVE : RW_IDLE, s->dur_ns, s->comp);
+				fsx.syncs_with_commit += s->commit;
+			}
 			lhist_add(&t[i]->sync[s->role], s->dur_ns);
 			t[i]->sync_calls[s->role][s->kind]++;
 			if (s->ret < 0)
@@ -396,6 +499,310 @@ static void print_interval(void)
 	memset(&ival, 0, sizeof(ival));
 }
 
+static struct ksyms *ksyms;
+
+static double mean_us(uint64_t total_ns, uint64_t count)
+{
+	return count ? total_ns / 1000.0 / count : 0.0;
+}
+
+static void print_attribution(void)
+{
+	static const int cols[][2] = {
+		{ OP_FLUSH, RW_IDLE }, { OP_FLUSH, RW_ACTIVE }, { OP_WRITE, RW_IDLE },
+		{ OP_WRITE, RW_ACTIVE }, { OP_SYNC, RW_IDLE }, { OP_SYNC, RW_ACTIVE },
+	};
+	const int ncols = sizeof(cols) / sizeof(cols[0]);
+	struct opstat tot[OP_MAX];
+
+	for (int op = 0; op < OP_MAX; op++)
+		op_total(op, &tot[op]);
+	if (!tot[OP_FLUSH].wall.count && !tot[OP_SYNC].wall.count)
+		return;
+	printf("\nWhere the time went: mean usecs per operation, without | with a forked child alive\n");
+	printf("%-20s %11s %11s %11s %11s %11s %11s\n", "", "flush", "flush+child", "write",
+	       "write+child", "fdatasync", "fdsync+child");
+	printf("%-20s", "operations");
+	for (int i = 0; i < ncols; i++)
+		printf(" %11llu", (unsigned long long)ops[cols[i][0]][cols[i][1]].wall.count);
+	printf("\n");
+	for (int c = 0; c < COMP_MAX; c++) {
+		bool any = false;
+
+		for (int op = 0; op < OP_MAX; op++)
+			any |= tot[op].comp[c] != 0;
+		if (!any)
+			continue;
+		printf("%-20s", comp_labels[c]);
+		for (int i = 0; i < ncols; i++) {
+			const struct opstat *o = &ops[cols[i][0]][cols[i][1]];
+
+			printf(" %11.1f", mean_us(o->comp[c], o->wall.count));
+		}
+		printf("\n");
+	}
+	printf("%-20s", "unattributed");
+	for (int i = 0; i < ncols; i++) {
+		const struct opstat *o = &ops[cols[i][0]][cols[i][1]];
+
+		printf(" %11.1f", o->wall.count ? ((double)o->wall.sum - comp_sum(o)) / 1000.0 / o->wall.count : 0);
+	}
+	printf("\n%-20s", "wall (measured)");
+	for (int i = 0; i < ncols; i++) {
+		const struct opstat *o = &ops[cols[i][0]][cols[i][1]];
+
+		printf(" %11.1f", mean_us(o->wall.sum, o->wall.count));
+	}
+	printf("\nclosure (components / wall): flush %.2f%%, write %.2f%%, fdatasync %.2f%%\n",
+	       tot[OP_FLUSH].wall.sum ? 100.0 * comp_sum(&tot[OP_FLUSH]) / tot[OP_FLUSH].wall.sum : 0,
+	       tot[OP_WRITE].wall.sum ? 100.0 * comp_sum(&tot[OP_WRITE]) / tot[OP_WRITE].wall.sum : 0,
+	       tot[OP_SYNC].wall.sum ? 100.0 * comp_sum(&tot[OP_SYNC]) / tot[OP_SYNC].wall.sum : 0);
+
+	/* What a live child changes, component by component, for the operations a client waits on. */
+	for (int op = 0; op < OP_MAX; op += 2) {
+		const struct opstat *a = &ops[op][RW_IDLE], *b = &ops[op][RW_ACTIVE];
+		double d[COMP_MAX], wa, wb;
+		int order[COMP_MAX], shown = 0;
+
+		if (!a->wall.count || !b->wall.count)
+			continue;
+		wa = mean_us(a->wall.sum, a->wall.count);
+		wb = mean_us(b->wall.sum, b->wall.count);
+		for (int c = 0; c < COMP_MAX; c++) {
+			d[c] = mean_us(b->comp[c], b->wall.count) - mean_us(a->comp[c], a->wall.count);
+			order[c] = c;
+		}
+		for (int i = 0; i < COMP_MAX; i++)
+			for (int j = i + 1; j < COMP_MAX; j++)
+				if (d[order[j]] > d[order[i]]) {
+					int t = order[i];
+
+					order[i] = order[j];
+					order[j] = t;
+				}
+		printf("With a child alive, %s took %+.1f us on average (%.1f -> %.1f us, %+.0f%%)", op_names[op],
+		       wb - wa, wa, wb, wa > 0 ? 100.0 * (wb - wa) / wa : 0.0);
+		for (int i = 0; i < COMP_MAX && shown < 3; i++) {
+			if (d[order[i]] <= 0.05 * (wb > wa ? wb - wa : 1))
+				break;
+			printf("%s %s %+.1f us", shown ? "," : "; grew most:", comp_labels[order[i]], d[order[i]]);
+			shown++;
+		}
+		printf("\n");
+	}
+}
+
+struct offrow {
+	struct aof_offkey key;
+	uint64_t ns;
+};
+
+static int cmp_offrow(const void *a, const void *b)
+{
+	const struct offrow *x = a, *y = b;
+
+	return x->ns < y->ns ? 1 : x->ns > y->ns ? -1 : 0;
+}
+
+static const char *span_names[SPAN_MAX] = { "flush", "write", "fdatasync" };
+
+/* All off-CPU rows, longest first; *n gets their number. */
+static struct offrow *read_offstacks(struct aoftrace_bpf *obj, size_t *n)
+{
+	int fd = bpf_map__fd(obj->maps.offstacks);
+	struct aof_offkey key, next, *prev = NULL;
+	struct offrow *rows = NULL;
+	size_t cap = 0;
+
+	*n = 0;
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		uint64_t ns;
+
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &ns))
+			continue;
+		if (*n == cap) {
+			struct offrow *p = realloc(rows, (cap = cap ? cap * 2 : 256) * sizeof(*rows));
+
+			if (!p)
+				break;
+			rows = p;
+		}
+		rows[*n].key = key;
+		rows[*n].ns = ns;
+		(*n)++;
+	}
+	if (rows)
+		qsort(rows, *n, sizeof(*rows), cmp_offrow);
+	return rows;
+}
+
+static int read_stack(struct aoftrace_bpf *obj, int id, uint64_t *ips)
+{
+	int n = 0;
+
+	if (id < 0 || bpf_map_lookup_elem(bpf_map__fd(obj->maps.stacks), &id, ips))
+		return 0;
+	while (n < MAX_FRAMES && ips[n])
+		n++;
+	return n;
+}
+
+static const char *ksym_name(uint64_t ip)
+{
+	const struct ksym *k = ksyms_find(ksyms, ip);
+
+	return k ? k->name : "[unknown]";
+}
+
+/*
+ * Where a stack taken from a BPF program starts to mean something: past the BPF trampoline frames
+ * (up to bpf_trace_run<N>), and for a sleeper also past the scheduler's own frames.
+ */
+static int first_frame(const uint64_t *ips, int n, bool sleeper)
+{
+	int i = 0;
+
+	for (int j = 0; j < n && j < 4; j++)
+		if (!strncmp(ksym_name(ips[j]), "bpf_trace_run", 13))
+			i = j + 1;
+	while (sleeper && i < n - 1) {
+		const char *name = ksym_name(ips[i]);
+
+		if (strcmp(name, "__schedule") && strcmp(name, "schedule") && strcmp(name, "__switch_to"))
+			break;
+		i++;
+	}
+	return i;
+}
+
+static void print_top_stacks(struct aoftrace_bpf *obj)
+{
+	uint64_t ips[MAX_FRAMES], wips[MAX_FRAMES];
+	struct offrow *rows;
+	size_t n;
+
+	if (!env.top)
+		return;
+	rows = read_offstacks(obj, &n);
+	if (!n)
+		goto out;
+	printf("\nLongest off-CPU stacks inside flushes and fdatasyncs (time asleep, until the wake-up):\n");
+	for (size_t i = 0; i < n && i < (size_t)env.top; i++) {
+		const struct aof_offkey *k = &rows[i].key;
+		int nf = read_stack(obj, k->kstack, ips), nw = read_stack(obj, k->waker_kstack, wips);
+		int s = first_frame(ips, nf, true), ws = first_frame(wips, nw, false);
+
+		printf("  %.1f ms  %s, in %s, %s thread; woken by %s%s\n", rows[i].ns / 1e6, comp_labels[k->comp],
+		       k->span < SPAN_MAX ? span_names[k->span] : "?", role_names[k->role],
+		       k->waker_comm[0] ? k->waker_comm : "(wake-up not seen)",
+		       k->waker_pid ? "" : k->waker_comm[0] ? " (interrupt or idle)" : "");
+		for (int f = s; f < nf && f < s + 6; f++)
+			printf("      %s\n", ksym_name(ips[f]));
+		if (nw > ws) {
+			printf("    waker:\n");
+			for (int f = ws; f < nw && f < ws + 4; f++)
+				printf("      %s\n", ksym_name(wips[f]));
+		}
+	}
+out:
+	free(rows);
+}
+
+/* flamegraph.pl / inferno folded format, as bcc's offwaketime writes it: values in microseconds. */
+static int write_folded(struct aoftrace_bpf *obj, FILE *f)
+{
+	uint64_t ips[MAX_FRAMES], wips[MAX_FRAMES];
+	struct offrow *rows;
+	size_t n;
+
+	rows = read_offstacks(obj, &n);
+	for (size_t i = 0; i < n; i++) {
+		const struct aof_offkey *k = &rows[i].key;
+		int nf = read_stack(obj, k->kstack, ips), nw = read_stack(obj, k->waker_kstack, wips);
+
+		if (rows[i].ns < 1000)
+			continue;
+		fprintf(f, "%s;%s;%s", role_names[k->role], k->span < SPAN_MAX ? span_names[k->span] : "?",
+			comp_names[k->comp]);
+		for (int j = nf - 1; j >= first_frame(ips, nf, false); j--)
+			fprintf(f, ";%s", ksym_name(ips[j]));
+		fprintf(f, ";--");
+		for (int j = first_frame(wips, nw, false); j < nw; j++)
+			fprintf(f, ";%s", ksym_name(wips[j]));
+		fprintf(f, ";%s %llu\n", k->waker_comm[0] ? k->waker_comm : "[unknown]",
+			(unsigned long long)(rows[i].ns / 1000));
+	}
+	free(rows);
+	return ferror(f) ? -EIO : 0;
+}
+
+static const char *issuer_names[ISS_MAX] = { "target", "child", "jbd2", "kworker", "other" };
+static const char *rqkind_names[RQ_MAX] = { "write", "write_fua", "flush", "read", "other" };
+
+static void read_blkstats(struct aoftrace_bpf *obj, struct aof_blkstat out[ISS_MAX][RQ_MAX])
+{
+	for (uint32_t i = 0; i < ISS_MAX * RQ_MAX; i++)
+		if (bpf_map_lookup_elem(bpf_map__fd(obj->maps.blkstats), &i, &out[i / RQ_MAX][i % RQ_MAX]))
+			memset(&out[i / RQ_MAX][i % RQ_MAX], 0, sizeof(struct aof_blkstat));
+}
+
+/* File system type of the AOF's device, from mountinfo ("major:minor" in field 3). */
+static void aof_fstype(uint32_t dev, char *out, size_t len)
+{
+	char line[1024], mm[32], fstype[64];
+	FILE *f;
+
+	snprintf(out, len, "unknown");
+	if (!dev)
+		return;
+	snprintf(mm, sizeof(mm), "%u:%u", dev >> 20, dev & 0xfffff);
+	f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *sep = strstr(line, " - "), devfield[32];
+
+		if (sscanf(line, "%*s %*s %31s", devfield) != 1 || strcmp(devfield, mm) || !sep)
+			continue;
+		if (sscanf(sep, " - %63s", fstype) == 1) {
+			snprintf(out, len, "%s", fstype);
+			break;
+		}
+	}
+	fclose(f);
+}
+
+static void print_fs_block(struct aoftrace_bpf *obj)
+{
+	struct aof_blkstat bs[ISS_MAX][RQ_MAX];
+	char fstype[64];
+	bool any = false;
+
+	aof_fstype(obj->bss->aof_dev, fstype, sizeof(fstype));
+	printf("\nAOF file: %s on device %u:%u; %llu bytes written, i_size grew %llu bytes; "
+	       "%llu flushes started below end of file, %llu grew by other than they wrote\n", fstype,
+	       obj->bss->aof_dev >> 20, obj->bss->aof_dev & 0xfffff, (unsigned long long)fsx.bytes_written,
+	       (unsigned long long)fsx.size_growth, (unsigned long long)fsx.offset_mismatches,
+	       (unsigned long long)fsx.growth_mismatches);
+	printf("journal/log commits on it: %llu; main-thread fdatasyncs that forced one: %llu\n",
+	       (unsigned long long)sum_counter(obj, CNT_JOURNAL_COMMITS),
+	       (unsigned long long)fsx.syncs_with_commit);
+	read_blkstats(obj, bs);
+	for (int i = 0; i < ISS_MAX; i++)
+		for (int k = 0; k < RQ_MAX; k++)
+			if (bs[i][k].count) {
+				if (!any)
+					printf("block requests on it:  %-8s %-10s %8s %10s %9s %9s\n", "issuer", "kind",
+					       "count", "KB", "avg_us", "max_us");
+				any = true;
+				printf("                       %-8s %-10s %8llu %10.1f %9.1f %9.1f\n", issuer_names[i],
+				       rqkind_names[k], (unsigned long long)bs[i][k].count, bs[i][k].bytes / 1024.0,
+				       us(bs[i][k].lat_ns) / bs[i][k].count, us(bs[i][k].max_ns));
+			}
+}
+
 static void print_report(struct aoftrace_bpf *obj, double window)
 {
 	uint64_t calls = sum_counter(obj, CNT_FLUSH_CALLS), empty = sum_counter(obj, CNT_FLUSH_EMPTY);
@@ -420,8 +827,15 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 	}
 	if (!all.sync[ROLE_MAIN].count && !all.flush.count)
 		printf("\nno AOF flush seen: is appendonly on, and did the server get writes?\n");
-	printf("\nchildren forked: %llu, exited: %llu; lost events: %llu\n", (unsigned long long)all.forks,
-	       (unsigned long long)all.child_exits, (unsigned long long)sum_counter(obj, CNT_LOST));
+	print_attribution();
+	print_top_stacks(obj);
+	print_fs_block(obj);
+	printf("\nchildren forked: %llu (fork() took %.1f us on average), exited: %llu; they wrote %llu bytes, "
+	       "called sync_file_range %llu times\n", (unsigned long long)all.forks,
+	       mean_us(sum_counter(obj, CNT_FORK_NS), sum_counter(obj, CNT_FORKS)),
+	       (unsigned long long)all.child_exits, (unsigned long long)sum_counter(obj, CNT_CHILD_WRITE_BYTES),
+	       (unsigned long long)sum_counter(obj, CNT_CHILD_SFR));
+	printf("lost events: %llu\n", (unsigned long long)sum_counter(obj, CNT_LOST));
 }
 
 static void json_lhist(struct jw *w, const struct lhist *h)
@@ -437,8 +851,37 @@ static void json_lhist(struct jw *w, const struct lhist *h)
 	jw_dbl(w, "max_us", us(h->max));
 }
 
+static void json_comps(struct jw *w, const char *key, const struct opstat *o)
+{
+	jw_obj(w, key);
+	for (int c = 0; c < COMP_MAX; c++)
+		jw_dbl(w, comp_names[c], us(o->comp[c]));
+	jw_dbl(w, "unattributed", ((double)o->wall.sum - comp_sum(o)) / 1000.0);
+	jw_obj_end(w);
+}
+
+static void json_closure(struct jw *w, const struct opstat *o)
+{
+	jw_dbl(w, "closure_pct", o->wall.sum ? 100.0 * comp_sum(o) / o->wall.sum : 100.0);
+}
+
+static void json_op(struct jw *w, const char *key, const struct opstat *o)
+{
+	jw_obj(w, key);
+	json_lhist(w, &o->wall);
+	json_comps(w, "components_us", o);
+	json_closure(w, o);
+	jw_obj_end(w);
+}
+
 static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 {
+	struct aof_blkstat bs[ISS_MAX][RQ_MAX];
+	struct opstat tot[OP_MAX];
+	char fstype[64];
+
+	for (int op = 0; op < OP_MAX; op++)
+		op_total(op, &tot[op]);
 	const struct lhist *ms = &all.sync[ROLE_MAIN];
 	struct jw w;
 
@@ -461,6 +904,9 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "write_bytes", all.write_bytes);
 	jw_u64(&w, "write_errors", all.write_errors);
 	jw_dbl(&w, "write_total_us", us(all.flush_write.sum));
+	json_comps(&w, "components_us", &tot[OP_FLUSH]);
+	json_closure(&w, &tot[OP_FLUSH]);
+	json_comps(&w, "write_components_us", &tot[OP_WRITE]);
 	jw_obj_end(&w);
 	/* fdatasync: the main thread's fdatasync+fsync, the ones a client waits for. */
 	jw_obj(&w, "fdatasync");
@@ -468,6 +914,18 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "fdatasync_calls", all.sync_calls[ROLE_MAIN][SYNC_FDATASYNC]);
 	jw_u64(&w, "fsync_calls", all.sync_calls[ROLE_MAIN][SYNC_FSYNC]);
 	jw_u64(&w, "errors", all.sync_errors[ROLE_MAIN]);
+	jw_u64(&w, "forced_commits", fsx.syncs_with_commit);
+	json_comps(&w, "components_us", &tot[OP_SYNC]);
+	json_closure(&w, &tot[OP_SYNC]);
+	jw_obj_end(&w);
+	jw_obj(&w, "by_rewrite");
+	for (int rw = 0; rw < RW_MAX; rw++) {
+		jw_obj(&w, rw_names[rw]);
+		json_op(&w, "flush", &ops[OP_FLUSH][rw]);
+		json_op(&w, "write", &ops[OP_WRITE][rw]);
+		json_op(&w, "fdatasync", &ops[OP_SYNC][rw]);
+		jw_obj_end(&w);
+	}
 	jw_obj_end(&w);
 	jw_obj(&w, "sync_by_role");
 	for (int r = 0; r < ROLE_MAX; r++) {
@@ -483,6 +941,41 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "forked", all.forks);
 	jw_u64(&w, "exited", all.child_exits);
 	jw_obj_end(&w);
+	jw_obj(&w, "rewrite");
+	jw_u64(&w, "count", all.forks);
+	jw_u64(&w, "forks_timed", sum_counter(obj, CNT_FORKS));
+	jw_dbl(&w, "fork_us", us(sum_counter(obj, CNT_FORK_NS)));
+	jw_u64(&w, "child_write_bytes", sum_counter(obj, CNT_CHILD_WRITE_BYTES));
+	jw_u64(&w, "child_sync_file_range", sum_counter(obj, CNT_CHILD_SFR));
+	jw_u64(&w, "child_syncs", all.sync[ROLE_CHILD].count);
+	jw_obj_end(&w);
+	aof_fstype(obj->bss->aof_dev, fstype, sizeof(fstype));
+	jw_obj(&w, "fs");
+	jw_str(&w, "type", fstype);
+	jw_u64(&w, "dev_major", obj->bss->aof_dev >> 20);
+	jw_u64(&w, "dev_minor", obj->bss->aof_dev & 0xfffff);
+	jw_u64(&w, "bytes_written", fsx.bytes_written);
+	jw_u64(&w, "size_growth_bytes", fsx.size_growth);
+	jw_u64(&w, "journal_commits", sum_counter(obj, CNT_JOURNAL_COMMITS));
+	jw_u64(&w, "offset_mismatches", fsx.offset_mismatches);
+	jw_u64(&w, "growth_mismatches", fsx.growth_mismatches);
+	jw_obj_end(&w);
+	read_blkstats(obj, bs);
+	jw_obj(&w, "block");
+	for (int i = 0; i < ISS_MAX; i++) {
+		jw_obj(&w, issuer_names[i]);
+		for (int k = 0; k < RQ_MAX; k++) {
+			jw_obj(&w, rqkind_names[k]);
+			jw_u64(&w, "count", bs[i][k].count);
+			jw_u64(&w, "bytes", bs[i][k].bytes);
+			jw_dbl(&w, "avg_us", bs[i][k].count ? us(bs[i][k].lat_ns) / bs[i][k].count : 0);
+			jw_dbl(&w, "max_us", us(bs[i][k].max_ns));
+			jw_obj_end(&w);
+		}
+		jw_obj_end(&w);
+	}
+	jw_obj_end(&w);
+	jw_u64(&w, "nostate_events", sum_counter(obj, CNT_NOSTATE));
 	jw_u64(&w, "lost_events", sum_counter(obj, CNT_LOST));
 	jw_end(&w);
 }
@@ -588,6 +1081,7 @@ int main(int argc, char **argv)
 	FILE *json = NULL;
 	int err;
 
+	env.top = 5;
 	argp_err_exit_status = 2;
 	argv[0] = (char *)"aoftrace";	/* getopt's messages name argv[0]: keep them "aoftrace: ..." */
 	err = argp_parse(&argp, argc, argv, 0, NULL, NULL);
@@ -605,12 +1099,26 @@ int main(int argc, char **argv)
 	resolve_target(attach_path, sizeof(attach_path));
 	if (env.json_path)
 		check_output_path(env.json_path);
+	if (env.folded_path)
+		check_output_path(env.folded_path);
+	ksyms = ksyms_load(NULL);
+	if (!ksyms)
+		die("cannot read /proc/kallsyms: %s", strerror(errno));
 
 	open_opts.btf_custom_path = env.btf_path;
 	obj = aoftrace_bpf__open_opts(&open_opts);
 	if (!obj)
 		die("cannot open BPF object: %s", strerror(errno));
 	obj->rodata->targ_tgid = env.pid;
+	{
+		struct aof_krange kr[MAX_KRANGES];
+		int n = build_kranges(ksyms, kr, MAX_KRANGES);
+
+		memcpy((void *)obj->rodata->kranges, kr, n * sizeof(kr[0]));
+		obj->rodata->nr_kranges = n;
+		if (env.verbose)
+			fprintf(stderr, "aoftrace: %d kernel ranges for the off-CPU classifier\n", n);
+	}
 
 	err = aoftrace_bpf__load(obj);
 	if (err) {
@@ -692,6 +1200,16 @@ int main(int argc, char **argv)
 			}
 			json = NULL;
 		}
+		if (env.folded_path) {
+			int fd = open(env.folded_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+			FILE *ff = fd < 0 ? NULL : fdopen(fd, "w");
+
+			if (!ff || write_folded(obj, ff) || fclose(ff)) {
+				err = -EIO;
+				fprintf(stderr, "aoftrace: cannot write %s: %s\n", env.folded_path, strerror(errno));
+				goto cleanup;
+			}
+		}
 	}
 
 cleanup:
@@ -701,5 +1219,6 @@ cleanup:
 	for (int i = 0; i < 2; i++)
 		bpf_link__destroy(links[i]);
 	aoftrace_bpf__destroy(obj);
+	ksyms_free(ksyms);
 	return err != 0;
 }

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <ctype.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "trace_helpers.h"
 
@@ -206,4 +208,88 @@ void jw_str(struct jw *w, const char *key, const char *s)
 			fputc(c, w->f);
 	}
 	fputc('"', w->f);
+}
+
+static int ksym_cmp(const void *a, const void *b)
+{
+	const struct ksym *x = a, *y = b;
+
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+struct ksyms *ksyms_load(const char *path)
+{
+	size_t cap = 0, strcap = 0, strlen_used = 0;
+	char line[512], name[256], type;
+	struct ksyms *ks;
+	unsigned long long addr;
+	FILE *f;
+
+	f = fopen(path ? path : "/proc/kallsyms", "r");
+	if (!f)
+		return NULL;
+	ks = calloc(1, sizeof(*ks));
+	if (!ks)
+		goto err;
+	while (fgets(line, sizeof(line), f)) {
+		size_t len;
+
+		if (sscanf(line, "%llx %c %255s", &addr, &type, name) != 3)
+			continue;
+		if (tolower(type) != 't' || !addr)
+			continue;
+		if (ks->n == cap) {
+			void *p = realloc(ks->syms, (cap = cap ? cap * 2 : 65536) * sizeof(*ks->syms));
+
+			if (!p)
+				goto err;
+			ks->syms = p;
+		}
+		len = strlen(name) + 1;
+		if (strlen_used + len > strcap) {
+			char *p = realloc(ks->strs, strcap = strcap ? strcap * 2 : 1 << 20);
+
+			if (!p)
+				goto err;
+			ks->strs = p;
+		}
+		memcpy(ks->strs + strlen_used, name, len);
+		ks->syms[ks->n].addr = addr;
+		ks->syms[ks->n].name = (char *)(uintptr_t)strlen_used;	/* fixed up below */
+		strlen_used += len;
+		ks->n++;
+	}
+	fclose(f);
+	for (size_t i = 0; i < ks->n; i++)
+		ks->syms[i].name = ks->strs + (uintptr_t)ks->syms[i].name;
+	qsort(ks->syms, ks->n, sizeof(*ks->syms), ksym_cmp);
+	return ks;
+err:
+	fclose(f);
+	ksyms_free(ks);
+	return NULL;
+}
+
+const struct ksym *ksyms_find(const struct ksyms *ks, uint64_t addr)
+{
+	size_t lo = 0, hi = ks ? ks->n : 0;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (ks->syms[mid].addr <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo ? &ks->syms[lo - 1] : NULL;
+}
+
+void ksyms_free(struct ksyms *ks)
+{
+	if (!ks)
+		return;
+	free(ks->syms);
+	free(ks->strs);
+	free(ks);
 }

@@ -30,6 +30,22 @@ uint64_t lhist_quantile(const struct lhist *h, double q);
 /* libbpf-tools print_log2_hist() layout, values divided by `div` and labelled `unit`. */
 void lhist_print_log2(FILE *f, const struct lhist *h, uint64_t div, const char *unit);
 
+/* Kernel text symbols from /proc/kallsyms, sorted, for symbolizing stacks. */
+struct ksym {
+	uint64_t addr;
+	char *name;
+};
+
+struct ksyms {
+	struct ksym *syms;
+	size_t n;
+	char *strs;
+};
+
+struct ksyms *ksyms_load(const char *path);
+const struct ksym *ksyms_find(const struct ksyms *ks, uint64_t addr);
+void ksyms_free(struct ksyms *ks);
+
 /* A small JSON writer: enough for flat objects and arrays of numbers and strings. */
 struct jw {
 	FILE *f;

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* From the classification table to the kernel text ranges the BPF classifier searches. */
+#include <stdlib.h>
+#include <string.h>
+#include "offcpu.h"
+
+static int cmp_class(const void *a, const void *b)
+{
+	return strcmp(((const struct offcpu_class *)a)->func, ((const struct offcpu_class *)b)->func);
+}
+
+static int cmp_krange(const void *a, const void *b)
+{
+	const struct aof_krange *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/*
+ * Turn the classification table into sorted kernel text ranges for the BPF classifier. A function's
+ * range ends where the next text symbol starts; compiler clones (name.isra.0, ...) count as the
+ * function itself. Returns the number of ranges.
+ */
+int build_kranges(const struct ksyms *ks, struct aof_krange *out, int max)
+{
+	struct offcpu_class sorted[OFFCPU_NCLASSES], key, *hit;
+	char base[128];
+	int n = 0;
+
+	memcpy(sorted, offcpu_classes, sizeof(sorted));
+	qsort(sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class);
+	for (size_t i = 0; ks && i + 1 < ks->n && n < max; i++) {
+		size_t len = strcspn(ks->syms[i].name, ".");
+		size_t j = i + 1;
+
+		if (len >= sizeof(base))
+			continue;
+		memcpy(base, ks->syms[i].name, len);
+		base[len] = 0;
+		key.func = base;
+		hit = bsearch(&key, sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class);
+		if (!hit)
+			continue;
+		while (j < ks->n && ks->syms[j].addr == ks->syms[i].addr)
+			j++;
+		if (j == ks->n)
+			continue;
+		out[n].start = ks->syms[i].addr;
+		out[n].end = ks->syms[j].addr;
+		out[n].comp = hit->comp;
+		out[n].pad = 0;
+		n++;
+	}
+	qsort(out, n, sizeof(out[0]), cmp_krange);
+	return n;
+}
