@@ -46,6 +46,7 @@
 #error "syscall numbers: add this architecture"
 #endif
 
+#define PF_KTHREAD	0x00200000
 #define CLONE_VM	0x00000100
 #define CLONE_THREAD	0x00010000
 
@@ -129,6 +130,55 @@ struct {
 	__type(value, __u64);		/* ns asleep */
 } offstacks SEC(".maps");
 
+/*
+ * Run-queue waits of kernel threads (kworkers, jbd2, loop workers), so that a sleep can be charged
+ * to the CPU contention that delayed the threads it waited on. A traced fdatasync sleeps while a
+ * chain of kernel threads works for it (CIL push -> log I/O -> completion worker -> wake-up); when
+ * the last of them wakes it, the run-queue time of the chain, passed from waker to wakee at each
+ * wake-up by a kernel thread, is run-queue time of the sleep, not journal or block time. A wake-up
+ * by anything else starts a new chain. Limit: this kernel exports no preempt count to BPF, so an
+ * interrupt that lands on a running kernel thread passes that thread's chain on (only chains begun
+ * inside the operation count, which bounds the error).
+ */
+#define RQ_HIST 8
+
+struct kthread_rq {
+	__u64 wake_ts;			/* runnable since, 0 if running or asleep */
+	__u64 rq_since_wake;		/* its own run-queue time since its last wake-up */
+	__u64 inherited;		/* run-queue time of the chain that woke it */
+	__u64 chain_start;		/* when that chain began */
+	__u64 start[RQ_HIST];
+	__u64 end[RQ_HIST];
+	__u32 idx;
+};
+
+/*
+ * A chain crosses the device: a block request carries the chain of the thread that issued it, and
+ * its completion hands that chain to the next kernel thread woken on the same CPU right after (the
+ * completion work that will wake the traced thread), since that wake-up runs in interrupt context.
+ */
+struct chain {
+	__u64 inherited;
+	__u64 chain_start;
+	__u64 ts;			/* when the request completed */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct chain);
+} completed_chain SEC(".maps");
+
+#define CHAIN_HANDOFF_NS 200000	/* completion -> wake-up of its worker, same CPU */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kthread_rq);
+} kthread_rqs SEC(".maps");
+
 struct frames {
 	__u64 ips[MAX_FRAMES];
 };
@@ -142,6 +192,8 @@ struct {
 
 struct rqinfo {
 	__u64 issue_ns;
+	__u64 inherited;		/* the issuing kernel thread's chain */
+	__u64 chain_start;
 	__u8 issuer;
 	__u8 kind;
 };
@@ -248,6 +300,44 @@ static __always_inline void charge(struct tstate *st, __u64 now)
 		if (st->span_start[s])
 			st->comp[s][c] += delta;
 	st->last_ts = now;
+}
+
+/* Charge [last_ts, now) as a sleep, `rq_ns` of it as run-queue time (the waker's own wait). */
+static __always_inline void charge_sleep(struct tstate *st, __u64 now, __u64 rq_ns)
+{
+	__u64 delta = now - st->last_ts;
+	__u32 c = st->off_comp;
+
+	if (rq_ns > delta)
+		rq_ns = delta;
+	if (c >= COMP_MAX)
+		c = COMP_OTHER_OFFCPU;
+	for (int s = 0; s < SPAN_MAX; s++) {
+		if (!st->span_start[s])
+			continue;
+		st->comp[s][c] += delta - rq_ns;
+		st->comp[s][COMP_RUNQ] += rq_ns;
+	}
+	st->last_ts = now;
+}
+
+/* How long kernel thread `w` waited on a run queue within [from, to). */
+static __always_inline __u64 waker_rq_overlap(struct task_struct *w, __u64 from, __u64 to)
+{
+	struct kthread_rq *kr;
+	__u64 sum = 0;
+
+	kr = bpf_task_storage_get(&kthread_rqs, w, NULL, 0);
+	if (!kr)
+		return 0;
+	for (int i = 0; i < RQ_HIST; i++) {
+		__u64 a = kr->start[i] > from ? kr->start[i] : from;
+		__u64 b = kr->end[i] < to ? kr->end[i] : to;
+
+		if (b > a)
+			sum += b - a;
+	}
+	return sum;
 }
 
 /* Open a span on a running thread. */
@@ -594,11 +684,32 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	     unsigned int prev_state)
 {
 	__u32 prev_pid = prev->pid, next_pid = next->pid;
+	struct kthread_rq *kr;
 	struct tstate *st;
 	__u64 now = 0;
 
+	if (prev->flags & PF_KTHREAD && prev_pid && (preempt || prev_state == 0)) {
+		kr = bpf_task_storage_get(&kthread_rqs, prev, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (kr && !kr->wake_ts)
+			kr->wake_ts = now = bpf_ktime_get_ns();
+	}
+	if (next->flags & PF_KTHREAD && next_pid) {
+		kr = bpf_task_storage_get(&kthread_rqs, next, NULL, 0);
+		if (kr && kr->wake_ts) {
+			__u32 i = kr->idx++ & (RQ_HIST - 1);
+
+			if (!now)
+				now = bpf_ktime_get_ns();
+			kr->start[i] = kr->wake_ts;
+			kr->end[i] = now;
+			kr->rq_since_wake += now - kr->wake_ts;
+			kr->wake_ts = 0;
+		}
+	}
+
 	if (tracked(prev->tgid) && (st = bpf_map_lookup_elem(&threads, &prev_pid)) && any_span(st)) {
-		now = bpf_ktime_get_ns();
+		if (!now)
+			now = bpf_ktime_get_ns();
 		charge(st, now);
 		if (preempt || prev_state == 0 /* TASK_RUNNING */) {
 			st->run = RUN_RUNQ;
@@ -645,16 +756,61 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 SEC("tp_btf/sched_waking")
 int BPF_PROG(sched_waking, struct task_struct *p)
 {
+	struct task_struct *waker = bpf_get_current_task_btf();
 	__u32 pid = p->pid;
+	struct kthread_rq *kr;
 	struct tstate *st;
 	__u64 id, now;
 
+	bool kwaker = waker->flags & PF_KTHREAD && waker->pid;
+
+	if (p->flags & PF_KTHREAD) {
+		kr = bpf_task_storage_get(&kthread_rqs, p, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!kr)
+			return 0;
+		now = bpf_ktime_get_ns();
+		if (!kr->wake_ts)
+			kr->wake_ts = now;
+		kr->rq_since_wake = 0;
+		kr->inherited = 0;
+		kr->chain_start = now;
+		{
+			struct chain *cc = bpf_map_lookup_elem(&completed_chain, &(__u32){ 0 });
+
+			if (cc && cc->ts && now - cc->ts < CHAIN_HANDOFF_NS) {
+				kr->inherited = cc->inherited;
+				kr->chain_start = cc->chain_start;
+				cc->ts = 0;
+				return 0;
+			}
+		}
+		if (kwaker) {
+			struct kthread_rq *wk = bpf_task_storage_get(&kthread_rqs, waker, NULL, 0);
+
+			if (wk) {
+				kr->inherited = wk->inherited + wk->rq_since_wake;
+				kr->chain_start = wk->chain_start;
+			}
+		}
+		return 0;
+	}
 	if (tracked(p->tgid)) {
+		__u64 rq_ns = 0;
+
 		st = bpf_map_lookup_elem(&threads, &pid);
 		if (!st || !any_span(st) || st->run != RUN_OFFCPU)
 			return 0;
 		now = bpf_ktime_get_ns();
-		charge(st, now);
+		if (kwaker) {
+			struct kthread_rq *wk = bpf_task_storage_get(&kthread_rqs, waker, NULL, 0);
+			__u32 sp = innermost_span(st);
+
+			rq_ns = waker_rq_overlap(waker, st->last_ts, now);
+			/* Only a chain this operation started: not the leftovers of older work. */
+			if (wk && sp < SPAN_MAX && wk->chain_start >= st->span_start[sp])
+				rq_ns += wk->inherited;
+		}
+		charge_sleep(st, now, rq_ns);
 		st->run = RUN_RUNQ;
 		st->wake_ts = now;
 		id = bpf_get_current_pid_tgid();
@@ -783,6 +939,16 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 	else
 		ri.kind = RQ_OTHER;
 	ri.issue_ns = bpf_ktime_get_ns();
+	{
+		struct task_struct *cur = bpf_get_current_task_btf();
+		struct kthread_rq *kr;
+
+		if (cur->flags & PF_KTHREAD &&
+		    (kr = bpf_task_storage_get(&kthread_rqs, cur, NULL, 0))) {
+			ri.inherited = kr->inherited + kr->rq_since_wake;
+			ri.chain_start = kr->chain_start;
+		}
+	}
 	bpf_map_update_elem(&inflight, &key, &ri, BPF_ANY);
 	return 0;
 }
@@ -800,6 +966,15 @@ int BPF_PROG(block_rq_complete, struct request *rq, blk_status_t error, unsigned
 		return 0;
 	lat = bpf_ktime_get_ns() - ri->issue_ns;
 	idx = ri->issuer * RQ_MAX + ri->kind;
+	if (ri->chain_start) {
+		struct chain *cc = bpf_map_lookup_elem(&completed_chain, &(__u32){ 0 });
+
+		if (cc) {
+			cc->inherited = ri->inherited;
+			cc->chain_start = ri->chain_start;
+			cc->ts = ri->issue_ns + lat;
+		}
+	}
 	bpf_map_delete_elem(&inflight, &key);
 	bs = bpf_map_lookup_elem(&blkstats, &idx);
 	if (!bs)

@@ -161,9 +161,12 @@ def aofwriter(dir, port, io="write", appendfsync="always", extra=(), log=None):
     return Server(argv, port, cwd=dir, log=log)
 
 
-def benchmark(port, requests=20000, clients=50, size=100, keyspace=100000, tests="set", timeout=300, extra=()):
-    """redis-benchmark against 127.0.0.1:port; returns its CSV rows as {test: requests_per_second}."""
-    out = run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", tests, "-n", str(requests),
+def benchmark(port, requests=20000, clients=50, size=100, keyspace=100000, tests="set", timeout=300, extra=(),
+              cpus=None):
+    """redis-benchmark against 127.0.0.1:port (pinned to `cpus`, e.g. "0", if given);
+    returns its CSV rows as {test: requests_per_second}."""
+    pin = ["taskset", "-c", str(cpus)] if cpus is not None else []
+    out = run([*pin, "redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", tests, "-n", str(requests),
                "-c", str(clients), "-d", str(size), "-r", str(keyspace), "--csv", *extra], timeout=timeout).stdout
     rows = {}
     for line in out.splitlines():

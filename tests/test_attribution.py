@@ -1,0 +1,141 @@
+"""Ground truth for the attribution engine: inject one known cause at a time into a loaded redis-server on
+loop-mounted XFS and ext4, and check that aoftrace names it.
+
+For each cause, the same server is measured twice under the same redis-benchmark load, first plain, then with
+the cause active. The component that grew most must be the injected one, and it must account for at least 70%
+of the time the cause added to the operation it acts on (the write inside the flush for the inode lock, the
+fdatasync for the others).
+"""
+import glob
+import os
+import time
+
+import pytest
+
+from aofab import env, inject, tracing
+
+SERVER_CPU, OTHER_CPU = 1, 0
+REQUESTS = 6000
+
+
+@pytest.fixture
+def redis(loopfs, port, tmp_path):
+    with env.redis_server(loopfs.mnt, port, log=str(tmp_path / "redis.log")) as srv:
+        srv.fs = loopfs
+        with inject.pinned(srv.pid, SERVER_CPU):
+            yield srv
+
+
+def measure(srv, path, requests=REQUESTS):
+    with tracing.Aoftrace(srv.pid, str(path)) as at:
+        env.benchmark(srv.port, requests=requests, clients=20, cpus=OTHER_CPU)
+        assert at.stop() == 0, at.stderr
+    rep = at.report()
+    assert rep["lost_events"] == 0
+    return rep
+
+
+def means(rep, op):
+    """Mean wall time and mean components (us) of `op` over both rewrite states."""
+    n = sum(rep["by_rewrite"][rw][op]["count"] for rw in ("idle", "active"))
+    assert n > 0, f"no {op} measured"
+    wall = sum(rep["by_rewrite"][rw][op]["total_us"] for rw in ("idle", "active")) / n
+    comps = {}
+    for rw in ("idle", "active"):
+        for c, v in rep["by_rewrite"][rw][op]["components_us"].items():
+            comps[c] = comps.get(c, 0) + v / n
+    return wall, comps
+
+
+def check_named(base, hit, op, expected):
+    wb, cb = means(base, op)
+    wh, ch = means(hit, op)
+    added = wh - wb
+    grew = {c: ch[c] - cb.get(c, 0) for c in ch if c != "unattributed"}
+    top = max(grew, key=grew.get)
+    summary = (f"{op}: {wb:.0f} -> {wh:.0f} us (+{added:.0f}); grew: " +
+               ", ".join(f"{c} {v:+.0f}" for c, v in sorted(grew.items(), key=lambda kv: -kv[1])[:4]))
+    print(summary)
+    assert added > max(0.3 * wb, 50), f"the injected cause did not slow {op} down: {summary}"
+    assert top == expected, summary
+    assert grew[expected] >= 0.7 * added, summary
+
+
+def assert_closure(rep):
+    for op in ("flush", "fdatasync"):
+        assert rep[op]["closure_pct"] >= 95.0, (op, rep[op]["closure_pct"])
+        assert abs(rep[op]["components_us"]["unattributed"]) <= 0.05 * rep[op]["total_us"]
+
+
+# Known gap (issue 4 stays open): CPU contention that delays the kernel threads an fdatasync waits on
+# (per-CPU kworkers for the XFS CIL and log I/O completion, jbd2) is charged to runqueue only along
+# wake-up chains the BPF side can follow; on this 2-vCPU machine about half of the added time is still
+# charged to journal. Measured figures are in docs/attribution.md. Non-strict: an XPASS is reported.
+CHAIN_GAP = pytest.mark.xfail(reason="run-queue delay of kernel threads is followed only along seen "
+                                     "wake-up chains (docs/attribution.md, Known limits)", strict=False)
+
+
+@CHAIN_GAP
+def test_cpu_hog_is_runqueue(redis, tmp_path):
+    base = measure(redis, tmp_path / "base.json")
+    assert_closure(base)
+    with inject.cpu_hog(SERVER_CPU):
+        hit = measure(redis, tmp_path / "hit.json")
+    check_named(base, hit, "fdatasync", "runqueue")
+
+
+def aof_incr_file(dir):
+    files = sorted(glob.glob(os.path.join(dir, "appendonlydir", "*.incr.aof")),
+                   key=lambda p: int(p.split(".")[-3]))
+    assert files, "no incr AOF file"
+    return files[-1]
+
+
+def test_concurrent_writer_is_inode_lock(redis, tmp_path):
+    base = measure(redis, tmp_path / "base.json")
+    assert_closure(base)
+    with inject.inode_lock_hog(aof_incr_file(redis.fs.mnt)):
+        hit = measure(redis, tmp_path / "hit.json", requests=REQUESTS // 2)
+    check_named(base, hit, "write", "inode_lock")
+
+
+@CHAIN_GAP
+def test_fsync_storm_is_journal(redis, tmp_path):
+    base = measure(redis, tmp_path / "base.json")
+    assert_closure(base)
+    with inject.fsync_storm(redis.fs.mnt, cpu=OTHER_CPU):
+        hit = measure(redis, tmp_path / "hit.json")
+    check_named(base, hit, "fdatasync", "journal")
+
+
+def test_blkio_throttle_is_block(redis, tmp_path):
+    base = measure(redis, tmp_path / "base.json")
+    assert_closure(base)
+    with inject.blkio_throttle(redis.pid, inject.loop_dev_numbers(redis.fs.dev), write_iops=200):
+        hit = measure(redis, tmp_path / "hit.json", requests=REQUESTS // 3)
+    check_named(base, hit, "fdatasync", "block")
+
+
+def test_rewrite_loop_is_split(redis, tmp_path):
+    """BGREWRITEAOF in a loop: flushes and fdatasyncs are split by rewrite state, and the child's work shows."""
+    env.benchmark(redis.port, requests=20000, clients=20, cpus=OTHER_CPU)   # a dataset worth rewriting
+    with tracing.Aoftrace(redis.pid, str(tmp_path / "rw.json")) as at:
+        deadline = time.monotonic() + 20
+        rewrites = 0
+        while rewrites < 3 and time.monotonic() < deadline:
+            redis.cli("BGREWRITEAOF")
+            env.benchmark(redis.port, requests=3000, clients=20, cpus=OTHER_CPU)
+            while "aof_rewrite_in_progress:1" in redis.cli("INFO", "persistence") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            rewrites += 1
+        assert at.stop() == 0, at.stderr
+    rep = at.report()
+    assert rep["rewrite"]["count"] >= 3
+    assert rep["rewrite"]["forks_timed"] >= 3 and rep["rewrite"]["fork_us"] > 0
+    assert rep["rewrite"]["child_write_bytes"] > 1 << 20
+    assert rep["rewrite"]["child_syncs"] >= 3
+    assert rep["by_rewrite"]["active"]["flush"]["count"] > 0
+    assert rep["by_rewrite"]["idle"]["flush"]["count"] > 0
+    child_rq = sum(k["count"] for k in rep["block"]["child"].values())
+    assert child_rq > 0, rep["block"]
+    assert "With a child alive" in at.output
