@@ -781,6 +781,13 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 				kr->inherited = cc->inherited;
 				kr->chain_start = cc->chain_start;
 				cc->ts = 0;
+				if (kwaker) {
+					/* completion run by a kernel thread (ksoftirqd): its own wait too */
+					struct kthread_rq *wk = bpf_task_storage_get(&kthread_rqs, waker, NULL, 0);
+
+					if (wk)
+						kr->inherited += wk->rq_since_wake;
+				}
 				return 0;
 			}
 		}
@@ -801,14 +808,22 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 		if (!st || !any_span(st) || st->run != RUN_OFFCPU)
 			return 0;
 		now = bpf_ktime_get_ns();
-		if (kwaker) {
-			struct kthread_rq *wk = bpf_task_storage_get(&kthread_rqs, waker, NULL, 0);
+		{
+			struct chain *cc = bpf_map_lookup_elem(&completed_chain, &(__u32){ 0 });
 			__u32 sp = innermost_span(st);
+			__u64 from = sp < SPAN_MAX ? st->span_start[sp] : now;
 
-			rq_ns = waker_rq_overlap(waker, st->last_ts, now);
-			/* Only a chain this operation started: not the leftovers of older work. */
-			if (wk && sp < SPAN_MAX && wk->chain_start >= st->span_start[sp])
-				rq_ns += wk->inherited;
+			if (kwaker) {
+				struct kthread_rq *wk = bpf_task_storage_get(&kthread_rqs, waker, NULL, 0);
+
+				rq_ns = waker_rq_overlap(waker, st->last_ts, now);
+				/* Only a chain this operation started: not the leftovers of older work. */
+				if (wk && wk->chain_start >= from)
+					rq_ns += wk->inherited;
+			} else if (cc && cc->ts && now - cc->ts < CHAIN_HANDOFF_NS && cc->chain_start >= from) {
+				/* woken straight from an I/O completion (interrupt context) */
+				rq_ns = cc->inherited;
+			}
 		}
 		charge_sleep(st, now, rq_ns);
 		st->run = RUN_RUNQ;
@@ -903,6 +918,22 @@ static __always_inline __u32 rq_dev(struct request *rq)
 	return (BPF_CORE_READ(disk, major) << 20) | BPF_CORE_READ(disk, first_minor);
 }
 
+/* The chain of the kernel thread issuing a request, if it has one worth carrying. */
+static __always_inline bool issuer_chain(struct rqinfo *ri)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct kthread_rq *kr;
+
+	if (!(cur->flags & PF_KTHREAD))
+		return false;
+	kr = bpf_task_storage_get(&kthread_rqs, cur, NULL, 0);
+	if (!kr)
+		return false;
+	ri->inherited = kr->inherited + kr->rq_since_wake;
+	ri->chain_start = kr->chain_start;
+	return ri->inherited != 0;
+}
+
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(block_rq_issue, struct request *rq)
 {
@@ -912,8 +943,20 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 	__u32 flags, op;
 	int who;
 
-	if (!aof_dev || rq_dev(rq) != aof_dev)
+	if (!aof_dev)
 		return 0;
+	if (rq_dev(rq) != aof_dev) {
+		/*
+		 * Another device (a loop device's backing disk): keep only a delayed chain, whose
+		 * completion may be what finishes an AOF request.
+		 */
+		if (!issuer_chain(&ri))
+			return 0;
+		ri.issuer = ISS_MAX;
+		ri.issue_ns = bpf_ktime_get_ns();
+		bpf_map_update_elem(&inflight, &key, &ri, BPF_ANY);
+		return 0;
+	}
 	id = bpf_get_current_pid_tgid();
 	who = tracked(id >> 32);
 	bpf_get_current_comm(comm, sizeof(comm));
@@ -938,17 +981,8 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 			  RQ_WRITE_FUA : RQ_WRITE;
 	else
 		ri.kind = RQ_OTHER;
+	issuer_chain(&ri);
 	ri.issue_ns = bpf_ktime_get_ns();
-	{
-		struct task_struct *cur = bpf_get_current_task_btf();
-		struct kthread_rq *kr;
-
-		if (cur->flags & PF_KTHREAD &&
-		    (kr = bpf_task_storage_get(&kthread_rqs, cur, NULL, 0))) {
-			ri.inherited = kr->inherited + kr->rq_since_wake;
-			ri.chain_start = kr->chain_start;
-		}
-	}
 	bpf_map_update_elem(&inflight, &key, &ri, BPF_ANY);
 	return 0;
 }
@@ -956,26 +990,42 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(block_rq_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
 {
-	__u64 key = (__u64)rq, lat;
+	__u64 key = (__u64)rq, now, lat;
 	struct aof_blkstat *bs;
 	struct rqinfo *ri;
+	struct chain *cc;
 	__u32 idx;
 
 	ri = bpf_map_lookup_elem(&inflight, &key);
 	if (!ri)
 		return 0;
-	lat = bpf_ktime_get_ns() - ri->issue_ns;
-	idx = ri->issuer * RQ_MAX + ri->kind;
-	if (ri->chain_start) {
-		struct chain *cc = bpf_map_lookup_elem(&completed_chain, &(__u32){ 0 });
+	now = bpf_ktime_get_ns();
+	lat = now - ri->issue_ns;
+	cc = bpf_map_lookup_elem(&completed_chain, &(__u32){ 0 });
+	/*
+	 * A loop device completes its request from inside the completion of the backing disk's: keep
+	 * the longer of the two chains, the backing request's includes the loop worker's wait.
+	 */
+	if (cc && ri->chain_start) {
+		struct rqinfo done = { .inherited = ri->inherited, .chain_start = ri->chain_start };
+		struct rqinfo here = {};
 
-		if (cc) {
-			cc->inherited = ri->inherited;
-			cc->chain_start = ri->chain_start;
-			cc->ts = ri->issue_ns + lat;
+		/*
+		 * Completed by a worker (iomap_dio_complete_work for a loop device's backing file): the
+		 * worker's chain holds the backing request's and its own wait for a CPU.
+		 */
+		if (issuer_chain(&here) && here.inherited > done.inherited)
+			done = here;
+		if (!(cc->ts && now - cc->ts < CHAIN_HANDOFF_NS && cc->inherited >= done.inherited)) {
+			cc->inherited = done.inherited;
+			cc->chain_start = done.chain_start;
+			cc->ts = now;
 		}
 	}
+	idx = ri->issuer * RQ_MAX + ri->kind;
 	bpf_map_delete_elem(&inflight, &key);
+	if (idx >= ISS_MAX * RQ_MAX)
+		return 0;
 	bs = bpf_map_lookup_elem(&blkstats, &idx);
 	if (!bs)
 		return 0;

@@ -75,7 +75,6 @@ CHAIN_GAP = pytest.mark.xfail(reason="run-queue delay of kernel threads is follo
                                      "wake-up chains (docs/attribution.md, Known limits)", strict=False)
 
 
-@CHAIN_GAP
 def test_cpu_hog_is_runqueue(redis, tmp_path):
     base = measure(redis, tmp_path / "base.json")
     assert_closure(base)
