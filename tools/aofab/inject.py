@@ -112,20 +112,21 @@ def inode_lock_hog(path, size=4 << 20, limit_s=60):
 _FSYNC_STORM = """
 import os, sys, time
 path, end = sys.argv[1], time.monotonic() + float(sys.argv[2])
+os.nice(19)                                    # load the journal, not the CPUs its workers need
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-block = b"s" * 4096
 n = 0
 while time.monotonic() < end:
-    os.pwrite(fd, block, (n % 256) * 4096)
-    os.fsync(fd)                   # a journal / log commit each time
+    os.fchmod(fd, 0o600 if n % 2 else 0o640)   # an inode change and no data:
+    os.fsync(fd)                               # each fsync is a journal / log commit and little else
     n += 1
 """
 
 
 @contextlib.contextmanager
 def fsync_storm(directory, procs_n=4, limit_s=60, cpu=None):
-    """`procs_n` processes each rewriting a 4 KB block of their own file in `directory` and fsyncing it,
-    pinned to `cpu` if given (so that they compete for the journal and the device, not for a CPU)."""
+    """`procs_n` processes each changing the mode of their own file in `directory` and fsyncing it: a
+    stream of journal / log commits with no data behind them. Pinned to `cpu` if given, so that they
+    compete for the journal, not for a CPU."""
     procs = _Procs()
     files = [os.path.join(directory, f"fsync-storm-{i}.dat") for i in range(procs_n)]
     try:
