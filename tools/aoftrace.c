@@ -865,11 +865,25 @@ static void json_closure(struct jw *w, const struct opstat *o)
 	jw_dbl(w, "closure_pct", o->wall.sum ? 100.0 * comp_sum(o) / o->wall.sum : 100.0);
 }
 
+/* Per-operation distribution of each component: how often a part is large, not just its total. */
+static void json_comp_quantiles(struct jw *w, const struct opstat *o)
+{
+	jw_obj(w, "components_p50_us");
+	for (int c = 0; c < COMP_MAX; c++)
+		jw_dbl(w, comp_names[c], us(lhist_quantile(&o->comp_h[c], 0.5)));
+	jw_obj_end(w);
+	jw_obj(w, "components_p99_us");
+	for (int c = 0; c < COMP_MAX; c++)
+		jw_dbl(w, comp_names[c], us(lhist_quantile(&o->comp_h[c], 0.99)));
+	jw_obj_end(w);
+}
+
 static void json_op(struct jw *w, const char *key, const struct opstat *o)
 {
 	jw_obj(w, key);
 	json_lhist(w, &o->wall);
 	json_comps(w, "components_us", o);
+	json_comp_quantiles(w, o);
 	json_closure(w, o);
 	jw_obj_end(w);
 }
@@ -905,6 +919,7 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "write_errors", all.write_errors);
 	jw_dbl(&w, "write_total_us", us(all.flush_write.sum));
 	json_comps(&w, "components_us", &tot[OP_FLUSH]);
+	json_comp_quantiles(&w, &tot[OP_FLUSH]);
 	json_closure(&w, &tot[OP_FLUSH]);
 	json_comps(&w, "write_components_us", &tot[OP_WRITE]);
 	jw_obj_end(&w);
@@ -916,6 +931,7 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "errors", all.sync_errors[ROLE_MAIN]);
 	jw_u64(&w, "forced_commits", fsx.syncs_with_commit);
 	json_comps(&w, "components_us", &tot[OP_SYNC]);
+	json_comp_quantiles(&w, &tot[OP_SYNC]);
 	json_closure(&w, &tot[OP_SYNC]);
 	jw_obj_end(&w);
 	jw_obj(&w, "by_rewrite");
