@@ -67,14 +67,6 @@ def assert_closure(rep):
         assert abs(rep[op]["components_us"]["unattributed"]) <= 0.05 * rep[op]["total_us"]
 
 
-# Known gap (issue 4 stays open): on this 2-vCPU machine with loop devices, a storm of log/journal
-# commits also loads the device and the CPUs the kernel's workers run on, and the engine charges that
-# honestly to block and runqueue; journal gets about half of the added fdatasync time on XFS and the
-# storm barely slows ext4. Measured figures are in docs/attribution.md. Non-strict: an XPASS is reported.
-STORM_GAP = pytest.mark.xfail(reason="an fsync storm's cost splits across journal, block and runqueue "
-                                     "here (docs/attribution.md, Known limits)", strict=False)
-
-
 def test_cpu_hog_is_runqueue(redis, tmp_path):
     base = measure(redis, tmp_path / "base.json")
     assert_closure(base)
@@ -98,13 +90,33 @@ def test_concurrent_writer_is_inode_lock(redis, tmp_path):
     check_named(base, hit, "write", "inode_lock")
 
 
-@STORM_GAP
 def test_fsync_storm_is_journal(redis, tmp_path):
-    base = measure(redis, tmp_path / "base.json")
+    """A storm of 64 KB write + fsync loops on other files of the same file system. On this 2-vCPU machine
+    with loop devices the storm also loads the device (every XFS log force is a cache flush, i.e. an
+    fdatasync of the loop device's backing file) and the CPUs of the kernel workers, and the engine charges
+    those parts to block and runqueue. What must hold: journal grows, and journal, block and runqueue together explain the added
+    time. The issue's stricter criterion (journal first, with 70%) is reported as an xfail when it is not met
+    (issue 4 stays open for it; figures in docs/attribution.md)."""
+    base = measure(redis, tmp_path / "base.json", requests=2 * REQUESTS)
     assert_closure(base)
-    with inject.fsync_storm(redis.fs.mnt, cpu=OTHER_CPU):
-        hit = measure(redis, tmp_path / "hit.json")
-    check_named(base, hit, "fdatasync", "journal")
+    with inject.fsync_storm(redis.fs.mnt, procs_n=8, cpu=OTHER_CPU, data_bytes=64 << 10):
+        hit = measure(redis, tmp_path / "hit.json", requests=2 * REQUESTS)
+    wb, cb = means(base, "fdatasync")
+    wh, ch = means(hit, "fdatasync")
+    added = wh - wb
+    grew = {c: ch[c] - cb.get(c, 0) for c in ch if c != "unattributed"}
+    summary = f"fdatasync {wb:.0f} -> {wh:.0f} us; grew: " + ", ".join(
+        f"{c} {v:+.0f}" for c, v in sorted(grew.items(), key=lambda kv: -kv[1])[:4])
+    print(summary)
+    assert grew["journal"] > 50, f"journal did not grow under the storm: {summary}"
+    if added < max(0.1 * wb, 50):
+        # With jbd2 already busy, the wait for it to get a CPU (runqueue) turns into a wait for other
+        # commits (journal): the total can stay flat while the parts move.
+        pytest.xfail(f"the storm did not slow fdatasync measurably in this run: {summary}")
+    assert grew["journal"] >= 0.25 * added, summary
+    assert grew["journal"] + grew["block"] + grew["runqueue"] >= 0.9 * added, summary
+    if max(grew, key=grew.get) != "journal" or grew["journal"] < 0.7 * added:
+        pytest.xfail(f"journal is not first with 70% of the added time: {summary}")
 
 
 def test_blkio_throttle_is_block(redis, tmp_path):

@@ -114,24 +114,27 @@ import os, sys, time
 path, end = sys.argv[1], time.monotonic() + float(sys.argv[2])
 os.nice(19)                                    # load the journal, not the CPUs its workers need
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+data = b"d" * int(sys.argv[3])
 n = 0
 while time.monotonic() < end:
-    os.fchmod(fd, 0o600 if n % 2 else 0o640)   # an inode change and no data:
-    os.fsync(fd)                               # each fsync is a journal / log commit and little else
+    if data:
+        os.pwrite(fd, data, (n % 256) * len(data))
+    os.fchmod(fd, 0o600 if n % 2 else 0o640)   # an inode change: each fsync is a journal / log commit
+    os.fsync(fd)
     n += 1
 """
 
 
 @contextlib.contextmanager
-def fsync_storm(directory, procs_n=4, limit_s=60, cpu=None):
-    """`procs_n` processes each changing the mode of their own file in `directory` and fsyncing it: a
-    stream of journal / log commits with no data behind them. Pinned to `cpu` if given, so that they
-    compete for the journal, not for a CPU."""
+def fsync_storm(directory, procs_n=4, limit_s=60, cpu=None, data_bytes=0):
+    """`procs_n` processes each changing the mode of their own file in `directory` (after writing
+    `data_bytes` to it, if any) and fsyncing it: a stream of journal / log commits. Pinned to `cpu` if
+    given, at nice 19, so that they compete for the journal, not for a CPU."""
     procs = _Procs()
     files = [os.path.join(directory, f"fsync-storm-{i}.dat") for i in range(procs_n)]
     try:
         for f in files:
-            procs.spawn(_FSYNC_STORM, f, limit_s, cpu=cpu)
+            procs.spawn(_FSYNC_STORM, f, limit_s, data_bytes, cpu=cpu)
         time.sleep(0.3)
         procs.check()
         yield
