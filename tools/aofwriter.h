@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* aofwriter: a small RESP server whose AOF path behaves like Valkey's (see docs/aofwriter.md). */
+#ifndef AOFWRITER_H
+#define AOFWRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <liburing.h>
+#include <pthread.h>
+
+/* Request limits (documented in --help and docs/aofwriter.md). A request over a limit gets
+ * "-ERR Protocol error: ..." and the connection is closed, as Redis does. */
+#define MAX_BULK_LEN	(64LL << 20)	/* one argument: 64 MiB (Redis: proto-max-bulk-len 512mb) */
+#define MAX_MULTIBULK	(1024 * 1024)	/* arguments in one command: 1M */
+#define MAX_QUERYBUF	(256LL << 20)	/* unparsed input of one client: 256 MiB (Redis: 1gb) */
+#define MAX_INLINE	(64 << 10)	/* one inline (telnet style) command line: 64 KiB */
+#define MAX_REPLYBUF	(512LL << 20)	/* unsent replies of one client before it is dropped */
+#define IOBUF_LEN	(16 * 1024)	/* bytes read per client per loop iteration (PROTO_IOBUF_LEN) */
+#define REWRITE_FSYNC_BYTES (4 << 20)	/* aof-rewrite-incremental-fsync: sync_file_range every 4 MB */
+
+enum io_mode { IO_WRITE, IO_URING, IO_URING_LINKED, IO_URING_SQPOLL };
+enum fsync_policy { AOF_FSYNC_ALWAYS, AOF_FSYNC_EVERYSEC, AOF_FSYNC_NO };
+
+#define C_OK	0
+#define C_ERR	(-1)
+
+struct buf {
+	char *p;
+	size_t len, cap;
+};
+
+void buf_reserve(struct buf *b, size_t extra);
+void buf_append(struct buf *b, const void *p, size_t n);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_free(struct buf *b);
+
+struct arg {
+	const char *p;
+	size_t len;
+};
+
+struct entry {
+	struct entry *next;
+	uint64_t hash;
+	char *key;
+	size_t klen;
+	char *val;
+	size_t vlen;
+};
+
+struct dict {
+	struct entry **tab;
+	size_t size, used;
+};
+
+struct aof_info {
+	char *name;
+	long long seq;
+	char type;	/* 'b' base, 'h' history, 'i' incr */
+};
+
+struct manifest {
+	struct aof_info base;		/* base.name == NULL: no base file */
+	struct aof_info *incr;
+	int nincr;
+	long long cur_base_seq, cur_incr_seq;
+};
+
+struct bio_job {
+	struct bio_job *next;
+	int fd;
+	bool fsync, close_fd;
+	off_t offset;
+};
+
+struct server {
+	/* options */
+	int port;
+	char bind[64];
+	const char *dir;
+	const char *aof_dirname;
+	const char *aof_filename;
+	enum fsync_policy fsync;
+	enum io_mode io;
+	unsigned ring_depth;
+	unsigned uring_chunk;
+	unsigned uring_inflight;
+	bool uring_unlinked;
+	unsigned sqpoll_idle_ms;
+	bool auto_rewrite;		/* start a rewrite as soon as the previous one finished ... */
+	long long auto_rewrite_bytes;	/* ... or when the incr files grew by this much (0: continuous) */
+	bool verbose;
+
+	/* dataset (one database, db 0) */
+	struct dict db;
+
+	/* AOF state, names follow Valkey's struct redisServer */
+	struct manifest manifest;
+	int aof_fd;
+	off_t aof_offset;		/* tracked end of the current incr file: where the next write goes */
+	struct buf aof_buf;
+	int aof_selected_db;
+	long long aof_current_size;	/* base + incr files */
+	long long aof_base_size;
+	long long aof_last_incr_size_at_rewrite;
+	long long aof_fsync_offset;	/* aof_offset known to be fdatasync()ed (always) */
+	int aof_last_write_status;
+	int aof_last_write_errno;
+	int aof_last_bgrewrite_status;
+	long long aof_rewrites;
+	long long aof_last_rewrite_ms;
+	long long rewrite_start_ms;
+	pid_t child_pid;
+	bool loading;
+	long long last_fsync_ms;
+
+	/* io_uring */
+	struct io_uring ring;
+	bool ring_ready;
+
+	/* bio_aof thread (everysec fsync, close of old incr files) */
+	pthread_t bio_thread;
+	pthread_mutex_t bio_lock;
+	pthread_cond_t bio_cond;
+	struct bio_job *bio_head, *bio_tail;
+	bool bio_stop, bio_started;
+	int bio_pending;		/* atomic */
+	int bio_fsync_status;		/* atomic: 0 ok, else errno */
+	long long bio_fsync_offset;	/* atomic */
+
+	/* stats, also shown in INFO */
+	unsigned long long stat_flushes, stat_flush_ns, stat_flush_max_ns;
+	unsigned long long stat_fsyncs, stat_fsync_ns;
+	unsigned long long stat_write_calls, stat_short_writes, stat_retries;
+	unsigned long long stat_bytes;
+	unsigned long long stat_commands, stat_conns;
+};
+
+extern struct server server;
+
+/* aofwriter.c */
+long long mstime(void);
+long long nstime(void);
+void serverLog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int exec_loaded_command(int argc, struct arg *argv, char *err, size_t errlen);
+void dict_iter(void (*fn)(struct entry *e, void *ctx), void *ctx);
+
+/* aofwriter_aof.c: the AOF path, names as in Valkey's aof.c */
+int aof_init(void);
+void aof_shutdown(void);
+void aof_cron(void);
+void aof_info(struct buf *b);
+void feedAppendOnlyFile(int argc, struct arg *argv);
+void flushAppendOnlyFile(int force);
+ssize_t aofWrite(int fd, const char *buf, size_t len);
+int rewriteAppendOnlyFileBackground(void);
+void backgroundRewriteDoneHandler(int exitcode, int bysignal);
+pid_t serverFork(int purpose);
+void aof_check_child(void);
+void aof_close_listeners_in_child(void);
+
+#endif /* AOFWRITER_H */
