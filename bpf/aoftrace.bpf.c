@@ -29,6 +29,7 @@
 #define NR_pwritev		296
 #define NR_pwritev2		328
 #define NR_clone3		435
+#define NR_io_uring_enter	426
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_write		64
 #define NR_pwrite64		68
@@ -42,6 +43,7 @@
 #define NR_pwritev		70
 #define NR_pwritev2		287
 #define NR_clone3		435
+#define NR_io_uring_enter	426
 #else
 #error "syscall numbers: add this architecture"
 #endif
@@ -80,6 +82,8 @@ struct tstate {
 	char waker_comm[TASK_COMM_LEN];
 	/* flush totals */
 	__u32 writes, write_errors, syncs, commits;
+	__u32 urings, pad2;
+	__u64 uring_ns;
 	__u64 write_ns, write_bytes, sync_ns;
 	__u64 first_off, isize_before, ino;
 	__u64 inode;			/* the AOF inode of the last write in this flush */
@@ -388,7 +392,8 @@ int BPF_KPROBE(flush_enter)
 	if (!st)
 		return 0;
 	span_open(st, SPAN_FLUSH, now);
-	st->writes = st->write_errors = st->syncs = st->commits = 0;
+	st->writes = st->write_errors = st->syncs = st->commits = st->urings = 0;
+	st->uring_ns = 0;
 	st->write_ns = st->write_bytes = st->sync_ns = 0;
 	st->first_off = st->isize_before = st->ino = st->inode = 0;
 	st->children_at_start = nr_children;
@@ -414,7 +419,7 @@ int BPF_KRETPROBE(flush_exit)
 	start = st->span_start[SPAN_FLUSH];
 	span_close(st, SPAN_FLUSH, now);
 	count(CNT_FLUSH_CALLS, 1);
-	if (!st->writes && !st->syncs) {
+	if (!st->writes && !st->syncs && !st->urings) {
 		/* Called on every event-loop turn; an empty buffer returns at once. Count, don't emit. */
 		count(CNT_FLUSH_EMPTY, 1);
 		count(CNT_FLUSH_EMPTY_NS, now - start);
@@ -442,7 +447,8 @@ int BPF_KRETPROBE(flush_exit)
 	e->isize_after = inode ? BPF_CORE_READ(inode, i_size) : 0;
 	e->ino = st->ino;
 	e->commits = st->commits;
-	e->pad = 0;
+	e->uring_enters = st->urings;
+	e->uring_ns = st->uring_ns;
 	for (int c = 0; c < COMP_MAX; c++) {
 		e->comp[c] = st->comp[SPAN_FLUSH][c];
 		e->write_comp[c] = st->write_tot[c];
@@ -490,7 +496,7 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 	int who;
 
 	if (!is_write(nr) && nr != NR_fsync && nr != NR_fdatasync && !is_fork(nr) &&
-	    nr != NR_sync_file_range)
+	    nr != NR_sync_file_range && nr != NR_io_uring_enter)
 		return 0;
 	who = tracked(id >> 32);
 	if (!who)
@@ -498,15 +504,19 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 	if (who == 2) {
 		if (nr == NR_sync_file_range)
 			count(CNT_CHILD_SFR, 1);
-		if (nr == NR_sync_file_range || is_fork(nr))
+		if (nr == NR_sync_file_range || is_fork(nr) || nr == NR_io_uring_enter)
 			return 0;
 	}
-	if (who == 1 && (is_write(nr) || is_fork(nr) || nr == NR_sync_file_range)) {
+	if (who == 1 && (is_write(nr) || is_fork(nr) || nr == NR_sync_file_range ||
+			 nr == NR_io_uring_enter)) {
 		st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
 		if (!st)
 			return 0;
-		if (is_write(nr)) {
-			/* Only writes inside a flush are AOF writes; replies to clients are writes too. */
+		if (is_write(nr) || nr == NR_io_uring_enter) {
+			/*
+			 * Only writes inside a flush are AOF writes (replies to clients are writes too);
+			 * an io_uring_enter inside a flush submits or waits for AOF writes and syncs.
+			 */
 			if (!st->span_start[SPAN_FLUSH])
 				return 0;
 		} else if (is_fork(nr)) {
@@ -600,6 +610,11 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 			count(CNT_FORKS, 1);
 			count(CNT_FORK_NS, now - st->sys_start);
 		}
+		return 0;
+	}
+	if (nr == NR_io_uring_enter) {
+		st->urings++;
+		st->uring_ns += now - st->sys_start;
 		return 0;
 	}
 	if (is_write(nr) && who == 2) {

@@ -83,7 +83,8 @@ struct aof_flush_event {
 	__u64 isize_after;	/* ... at the flush's end */
 	__u64 ino;		/* AOF inode written */
 	__u32 commits;		/* journal/log commits this flush's syncs forced */
-	__u32 pad;
+	__u32 uring_enters;	/* io_uring_enter() calls inside the flush (submit and/or wait) */
+	__u64 uring_ns;		/* time in them */
 	__u64 comp[COMP_MAX];		/* the whole flush */
 	__u64 write_comp[COMP_MAX];	/* its write calls */
 	__u64 sync_comp[COMP_MAX];	/* its fdatasync/fsync calls */

@@ -45,17 +45,26 @@ def redis(loopfs, port, tmp_path):
         yield srv
 
 
-def test_counts_and_totals_match_bpftrace(redis, tmp_path):
+@pytest.fixture(params=["redis-server", "aofwriter"])
+def server(request, loopfs, port, tmp_path):
+    """Debian's redis-server, or our aofwriter with --io write: the same symbols, the same tool."""
+    start = env.redis_server if request.param == "redis-server" else env.aofwriter
+    with start(loopfs.mnt, port, log=str(tmp_path / "server.log")) as srv:
+        yield srv
+
+
+def test_counts_and_totals_match_bpftrace(server, tmp_path):
     """Flushes that wrote and main-thread fdatasyncs: counts within 1%, total times within 5% of bpftrace's."""
     with tracing.tracefs():
-        with tracing.Aoftrace(redis.pid, str(tmp_path / "a.json")) as at, tracing.bpftrace_flush(redis.pid) as bt:
+        with tracing.Aoftrace(server.pid, str(tmp_path / "a.json")) as at, tracing.bpftrace_flush(server.pid) as bt:
             time.sleep(0.3)
-            rows = env.benchmark(redis.port, requests=20000, clients=50, size=100, keyspace=100000)
+            rows = env.benchmark(server.port, requests=20000, clients=50, size=100, keyspace=100000)
             time.sleep(0.3)
             assert bt.stop() == 0, bt.stderr
             assert at.stop() == 0, at.stderr
     assert rows.get("SET", 0) > 0
     rep, ref = at.report(), bt.maps()
+    redis = server
     for k in REQUIRED_KEYS:
         dig(rep, k)
     assert rep["schema"] == "aoftrace/1" and rep["target"]["pid"] == redis.pid
@@ -70,6 +79,22 @@ def test_counts_and_totals_match_bpftrace(redis, tmp_path):
     assert rep["flush"]["p50_us"] <= rep["flush"]["p99_us"] <= rep["flush"]["max_us"]
     # The histogram and the quantile line are printed.
     assert "usecs" in at.output and "p99.9" in at.output
+
+
+@pytest.mark.parametrize("io", ["uring", "uring-linked"])
+def test_uring_flushes_are_counted(io, loopfs, port, tmp_path):
+    """aofwriter's io_uring modes: flushes that write through io_uring_enter are flushes too."""
+    with env.aofwriter(loopfs.mnt, port, io=io) as srv:
+        with tracing.Aoftrace(srv.pid, str(tmp_path / "a.json")) as at:
+            env.benchmark(srv.port, requests=5000, clients=20)
+            assert at.stop() == 0, at.stderr
+    rep = at.report()
+    assert rep["flush"]["count"] > 50 and rep["flush"]["uring_enters"] >= rep["flush"]["count"]
+    assert rep["flush"]["writes"] == 0          # no write(2): the writes are io_uring requests
+    if io == "uring":                          # fdatasync(2) after the io_uring writes
+        assert rep["fdatasync"]["count"] == pytest.approx(rep["flush"]["count"], rel=0.01)
+    else:                                      # IORING_OP_FSYNC linked to the writes
+        assert rep["fdatasync"]["count"] == 0
 
 
 def test_rewrite_child_and_interval_lines(redis, tmp_path):

@@ -321,6 +321,7 @@ struct totals {
 	struct lhist flush;		/* flushes that wrote or synced */
 	struct lhist flush_write;	/* write() time per such flush */
 	uint64_t writes, write_bytes, write_errors;
+	uint64_t uring_enters, uring_ns;
 	struct lhist sync[ROLE_MAX];	/* fdatasync+fsync per role */
 	uint64_t sync_calls[ROLE_MAX][SYNC_MAX];
 	uint64_t sync_errors[ROLE_MAX];
@@ -430,6 +431,8 @@ static int handle_event(void *ctx, void *data, size_t len)
 			t[i]->writes += f->writes;
 			t[i]->write_bytes += f->write_bytes;
 			t[i]->write_errors += f->write_errors;
+			t[i]->uring_enters += f->uring_enters;
+			t[i]->uring_ns += f->uring_ns;
 			break;
 		case EV_SYNC:
 			if (s->role >= ROLE_MAX || s->kind >= SYNC_MAX)
@@ -816,6 +819,9 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 	       (unsigned long long)all.writes, (unsigned long long)all.write_bytes,
 	       (unsigned long long)all.write_errors);
 	print_quantiles(&all.flush_write);
+	if (all.uring_enters)
+		printf("io_uring_enter() inside those flushes: %llu calls, %.1f us on average per flush\n",
+		       (unsigned long long)all.uring_enters, mean_us(all.uring_ns, all.flush.count));
 	for (int r = 0; r < ROLE_MAX; r++) {
 		if (!all.sync[r].count)
 			continue;
@@ -918,6 +924,8 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "write_bytes", all.write_bytes);
 	jw_u64(&w, "write_errors", all.write_errors);
 	jw_dbl(&w, "write_total_us", us(all.flush_write.sum));
+	jw_u64(&w, "uring_enters", all.uring_enters);
+	jw_dbl(&w, "uring_enter_total_us", us(all.uring_ns));
 	json_comps(&w, "components_us", &tot[OP_FLUSH]);
 	json_comp_quantiles(&w, &tot[OP_FLUSH]);
 	json_closure(&w, &tot[OP_FLUSH]);
