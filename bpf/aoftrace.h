@@ -150,7 +150,6 @@ enum aof_counter {
 	CNT_CHILD_WRITE_BYTES,	/* bytes written by forked children */
 	CNT_CHILD_SFR,		/* sync_file_range() calls by forked children */
 	CNT_JOURNAL_COMMITS,	/* jbd2 commits on the AOF device, XFS log forces by the target */
-	CNT_NOSTATE,		/* scheduler events for a thread whose state was lost (should stay 0) */
 	CNT_MAX,
 };
 

@@ -999,7 +999,6 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 		jw_obj_end(&w);
 	}
 	jw_obj_end(&w);
-	jw_u64(&w, "nostate_events", sum_counter(obj, CNT_NOSTATE));
 	jw_u64(&w, "lost_events", sum_counter(obj, CNT_LOST));
 	jw_end(&w);
 }
