@@ -18,7 +18,7 @@ LIBBPF_LIBS := $(shell pkg-config --libs libbpf 2>/dev/null || echo -lbpf -lelf 
 
 BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(wildcard bpf/*.bpf.c))
 SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(wildcard bpf/*.bpf.c))
-TOOLS     := $(BUILD)/aoftrace $(BUILD)/aofwriter
+TOOLS     := $(BUILD)/aoftrace $(BUILD)/aofwriter $(BUILD)/uringwriter
 
 .PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench
 all: $(TOOLS)
@@ -42,8 +42,8 @@ $(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX) | $(BUILD)
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@
 
-AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/offcpu.c
-AOFTRACE_HDRS := tools/trace_helpers.h tools/offcpu.h bpf/aoftrace.h bpf/classify.h
+AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/offcpu.c tools/uring_stats.c
+AOFTRACE_HDRS := tools/trace_helpers.h tools/offcpu.h tools/uring_stats.h bpf/aoftrace.h bpf/classify.h
 
 $(BUILD)/aoftrace: $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(SKELS) | $(BUILD)
 	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lm
@@ -57,6 +57,10 @@ $(BUILD)/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
 	$(CC) $(CFLAGS) -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
 C_TESTS := $(BUILD)/test_classify
+
+# The multi-threaded io_uring write pattern (one file, a ring per thread; docs/uringwriter.md).
+$(BUILD)/uringwriter: tools/uringwriter.c | $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@ -luring -lpthread
 
 test: deps all $(C_TESTS)
 	@for t in $(C_TESTS); do $$t || exit 1; done
@@ -74,9 +78,10 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/aoftrace $(DESTDIR)$(PREFIX)/sbin/aoftrace
 	install -m 0755 $(BUILD)/aofwriter $(DESTDIR)$(PREFIX)/bin/aofwriter
+	install -m 0755 $(BUILD)/uringwriter $(DESTDIR)$(PREFIX)/bin/uringwriter
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/sbin/aoftrace $(DESTDIR)$(PREFIX)/bin/aofwriter
+	rm -f $(DESTDIR)$(PREFIX)/sbin/aoftrace $(DESTDIR)$(PREFIX)/bin/aofwriter $(DESTDIR)$(PREFIX)/bin/uringwriter
 
 run-ab:
 	@echo "make run-ab: the A/B runner is not built yet (issue 6)." >&2; exit 2

@@ -49,6 +49,7 @@
 #endif
 
 #define PF_KTHREAD	0x00200000
+#define PF_IO_WORKER	0x00000010
 #define CLONE_VM	0x00000100
 #define CLONE_THREAD	0x00010000
 
@@ -61,6 +62,10 @@ __u64 nr_children = 0;
 /* The AOF file as last seen written by a flush: its inode's i_rwsem, device and inode number. */
 __u64 aof_rwsem = 0;
 __u32 aof_dev = 0;
+__u64 aof_inode = 0;
+/* io-wq workers of the target alive (user space sets the count found at start) and the most seen */
+__s64 iowq_alive = 0;
+__s64 iowq_max_alive = 0;
 
 enum tstate_run { RUN_ONCPU, RUN_RUNQ, RUN_OFFCPU };
 
@@ -90,6 +95,11 @@ struct tstate {
 	__u32 children_at_start;
 	__u32 pad;
 	__u64 comp[SPAN_MAX][COMP_MAX];	/* the open spans */
+	/* io_uring: an io-wq worker's request, a submitter's wait for its requests */
+	__u64 cur_req;			/* struct io_kiocb * the worker runs, 0 if none */
+	__u64 last_in;			/* last switch-in */
+	__u64 last_done;		/* last request the worker completed */
+	__u64 pend[COMP_MAX];		/* parts of requests that completed while the submitter slept */
 	__u64 write_tot[COMP_MAX];	/* all writes of the open flush */
 	__u64 sync_tot[COMP_MAX];	/* all syncs of the open flush */
 };
@@ -283,7 +293,8 @@ static __always_inline bool is_fork(long nr)
 
 static __always_inline bool any_span(const struct tstate *st)
 {
-	return st->span_start[SPAN_FLUSH] | st->span_start[SPAN_WRITE] | st->span_start[SPAN_SYNC];
+	return st->span_start[SPAN_FLUSH] | st->span_start[SPAN_WRITE] | st->span_start[SPAN_SYNC] |
+	       st->span_start[SPAN_IOWQ];
 }
 
 /* Charge [last_ts, now) to the component the thread was in, in every open span. */
@@ -323,6 +334,44 @@ static __always_inline void charge_sleep(struct tstate *st, __u64 now, __u64 rq_
 		st->comp[s][COMP_RUNQ] += rq_ns;
 	}
 	st->last_ts = now;
+}
+
+/*
+ * A submitter woken from its wait for io_uring completions: split the sleep in proportion to where
+ * the requests that completed meanwhile spent their time (io-wq queue, the worker's parts).
+ */
+static __always_inline void charge_sleep_pend(struct tstate *st, __u64 now)
+{
+	__u64 delta = now - st->last_ts, total = 0, used = 0, part;
+	__u32 c0 = st->off_comp;
+
+	for (int c = 0; c < COMP_MAX; c++)
+		total += st->pend[c];
+	if (c0 >= COMP_MAX)
+		c0 = COMP_OTHER_OFFCPU;
+	for (int c = 0; c < COMP_MAX; c++) {
+		part = total > delta ? st->pend[c] * delta / total : st->pend[c];
+		used += part;
+		for (int s = 0; s < SPAN_MAX; s++)
+			if (st->span_start[s])
+				st->comp[s][c] += part;
+		st->pend[c] = 0;
+	}
+	if (used > delta)
+		used = delta;
+	for (int s = 0; s < SPAN_MAX; s++)
+		if (st->span_start[s])
+			st->comp[s][c0] += delta - used;
+	st->last_ts = now;
+}
+
+static __always_inline bool has_pend(const struct tstate *st)
+{
+	__u64 sum = 0;
+
+	for (int c = 0; c < COMP_MAX; c++)
+		sum |= st->pend[c];
+	return sum != 0;
 }
 
 /* How long kernel thread `w` waited on a run queue within [from, to). */
@@ -460,6 +509,13 @@ int BPF_KRETPROBE(flush_exit)
 
 /* ---- syscalls: write inside a flush, fdatasync/fsync anywhere, fork, the child's I/O ------- */
 
+static __always_inline void note_aof_inode(struct inode *inode)
+{
+	aof_inode = (__u64)inode;
+	aof_rwsem = (__u64)inode + bpf_core_field_offset(struct inode, i_rwsem);
+	aof_dev = BPF_CORE_READ(inode, i_sb, s_dev);
+}
+
 /* Remember the AOF file of a write inside a flush: i_rwsem for lock matching, size and offset. */
 static __always_inline void note_aof_write(struct tstate *st, long nr, int fd, struct pt_regs *regs)
 {
@@ -472,8 +528,7 @@ static __always_inline void note_aof_write(struct tstate *st, long nr, int fd, s
 	inode = BPF_CORE_READ(f, f_inode);
 	if (!inode)
 		return;
-	aof_rwsem = (__u64)inode + bpf_core_field_offset(struct inode, i_rwsem);
-	aof_dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	note_aof_inode(inode);
 	if (st->writes)
 		return;
 	st->inode = (__u64)inode;
@@ -653,10 +708,81 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	return 0;
 }
 
+/* ---- io_uring requests and the io-wq workers that run them ---------------------------------- */
+
+struct ureq {
+	__u64 submit_ns;
+	__u64 punt_ns;
+	__u64 start_ns;
+	__u64 inode;
+	__u32 submitter;
+	__u32 worker;
+	__u8 opcode;
+	__u8 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);		/* struct io_kiocb * */
+	__type(value, struct ureq);
+} ureqs SEC(".maps");
+
+/*
+ * A worker begins a request when it is free to: not before the punt, nor before it was last switched
+ * in or finished its previous request. io-wq has no tracepoint for it, so it is read from the
+ * worker's io_worker->cur_work at its next event and dated back to that bound.
+ */
+static __always_inline void worker_start(struct tstate *st, struct ureq *u, __u64 req, __u32 tid)
+{
+	__u64 start = u->punt_ns ? u->punt_ns : u->submit_ns;
+
+	if (st->last_in > start)
+		start = st->last_in;
+	if (st->last_done > start)
+		start = st->last_done;
+	u->worker = tid;
+	u->start_ns = start;
+	u->flags |= UF_WORKER;
+	st->cur_req = req;
+	if (!any_span(st)) {
+		st->last_ts = start;
+		st->run = RUN_ONCPU;
+	}
+	st->span_start[SPAN_IOWQ] = start;
+	for (int c = 0; c < COMP_MAX; c++)
+		st->comp[SPAN_IOWQ][c] = 0;
+}
+
+static __always_inline bool is_target_worker(struct task_struct *t)
+{
+	return t->tgid == targ_tgid && t->flags & PF_IO_WORKER;
+}
+
+/* The request an io-wq worker is running now, if it is one of ours and not yet seen started. */
+static __always_inline void worker_detect(struct tstate *st, struct task_struct *t)
+{
+	struct io_worker *w = (struct io_worker *)BPF_CORE_READ(t, worker_private);
+	struct io_wq_work *work = BPF_CORE_READ(w, cur_work);
+	struct ureq *u;
+	__u64 req;
+
+	if (!work)
+		return;
+	req = (__u64)work - bpf_core_field_offset(struct io_kiocb, work);
+	if (req == st->cur_req)
+		return;
+	u = bpf_map_lookup_elem(&ureqs, &req);
+	if (u && !u->worker)
+		worker_start(st, u, req, t->pid);
+}
+
 /* ---- the scheduler: on-CPU, run queue, and why each sleep happened -------------------------- */
 
 static __always_inline __u32 innermost_span(const struct tstate *st)
 {
+	if (st->span_start[SPAN_IOWQ])
+		return SPAN_IOWQ;
 	if (st->span_start[SPAN_SYNC])
 		return SPAN_SYNC;
 	if (st->span_start[SPAN_WRITE])
@@ -722,6 +848,8 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 		}
 	}
 
+	if (is_target_worker(prev) && (st = tstate_get(prev_pid)))
+		worker_detect(st, prev);
 	if (tracked(prev->tgid) && (st = bpf_map_lookup_elem(&threads, &prev_pid)) && any_span(st)) {
 		if (!now)
 			now = bpf_ktime_get_ns();
@@ -737,7 +865,14 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 			st->waker_pid = 0;
 			st->waker_kstack = -1;
 			st->waker_comm[0] = 0;
+			for (int c = 0; c < COMP_MAX; c++)
+				st->pend[c] = 0;
 		}
+	}
+	if (is_target_worker(next) && (st = tstate_get(next_pid))) {
+		if (!now)
+			now = bpf_ktime_get_ns();
+		st->last_in = now;
 	}
 	if (tracked(next->tgid) && (st = bpf_map_lookup_elem(&threads, &next_pid)) && any_span(st)) {
 		if (!now)
@@ -840,7 +975,10 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 				rq_ns = cc->inherited;
 			}
 		}
-		charge_sleep(st, now, rq_ns);
+		if (has_pend(st))
+			charge_sleep_pend(st, now);
+		else
+			charge_sleep(st, now, rq_ns);
 		st->run = RUN_RUNQ;
 		st->wake_ts = now;
 		id = bpf_get_current_pid_tgid();
@@ -1052,6 +1190,173 @@ int BPF_PROG(block_rq_complete, struct request *rq, blk_status_t error, unsigned
 	return 0;
 }
 
+static __always_inline bool is_write_op(__u8 op)
+{
+	return op == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE) ||
+	       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITEV) ||
+	       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE_FIXED);
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
+{
+	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)req;
+	struct ureq u = {};
+	struct tstate *st;
+
+	if ((__u32)(id >> 32) != targ_tgid)
+		return 0;
+	u.submit_ns = bpf_ktime_get_ns();
+	u.submitter = (__u32)id;
+	u.opcode = req->opcode;
+	st = bpf_map_lookup_elem(&threads, &u.submitter);
+	if (st && st->span_start[SPAN_FLUSH])
+		u.flags |= UF_INFLUSH;
+	bpf_map_update_elem(&ureqs, &key, &u, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/io_uring_queue_async_work")
+int BPF_PROG(io_uring_queue_async_work, struct io_kiocb *req, int rw)
+{
+	__u64 key = (__u64)req;
+	struct ureq *u = bpf_map_lookup_elem(&ureqs, &key);
+
+	if (!u)
+		return 0;
+	u->punt_ns = bpf_ktime_get_ns();
+	u->flags |= UF_PUNTED;
+	if (BPF_CORE_READ(req, work.flags.counter) & 2 /* IO_WQ_WORK_HASHED */)
+		u->flags |= UF_HASHED;
+	return 0;
+}
+
+SEC("tp_btf/io_uring_req_failed")
+int BPF_PROG(io_uring_req_failed, const struct io_uring_sqe *sqe, struct io_kiocb *req, int error)
+{
+	__u64 key = (__u64)req;
+	struct ureq *u = bpf_map_lookup_elem(&ureqs, &key);
+
+	if (u)
+		u->flags |= UF_FAILED;
+	return 0;
+}
+
+SEC("tp_btf/io_uring_short_write")
+int BPF_PROG(io_uring_short_write, void *ctx_, __u64 fpos, __u64 wanted, __u64 got)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct tstate *st;
+	struct ureq *u;
+
+	if (cur->tgid != targ_tgid)
+		return 0;
+	count(CNT_URING_SHORT, 1);
+	st = bpf_map_lookup_elem(&threads, &(__u32){ cur->pid });
+	if (st && st->cur_req && (u = bpf_map_lookup_elem(&ureqs, &st->cur_req)))
+		u->flags |= UF_SHORT;
+	return 0;
+}
+
+SEC("tp_btf/io_uring_link")
+int BPF_PROG(io_uring_link, struct io_kiocb *req, struct io_kiocb *target_req)
+{
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == targ_tgid)
+		count(CNT_URING_LINKS, 1);
+	return 0;
+}
+
+SEC("tp_btf/io_uring_fail_link")
+int BPF_PROG(io_uring_fail_link, struct io_kiocb *req, struct io_kiocb *link)
+{
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == targ_tgid)
+		count(CNT_URING_FAIL_LINKS, 1);
+	return 0;
+}
+
+/* Since 5.18 (d5ec1dfaf59a) the tracepoint passes the CQE; `req` is the request completed. */
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_uring_cqe *cqe)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	__u64 key = (__u64)req, now;
+	struct aof_ureq_event *e;
+	struct tstate *st = NULL, *sub;
+	struct inode *inode;
+	struct ureq *u;
+
+	u = bpf_map_lookup_elem(&ureqs, &key);
+	if (!u)
+		return 0;
+	now = bpf_ktime_get_ns();
+	/*
+	 * The file is assigned at issue, after io_uring_submit_req (since 5.19): read it here. A write
+	 * submitted inside a flush is an AOF write, which names the AOF file for io_uring writers.
+	 */
+	inode = BPF_CORE_READ((struct io_kiocb *)req, file, f_inode);
+	u->inode = (__u64)inode;
+	if (inode && u->flags & UF_INFLUSH && is_write_op(u->opcode))
+		note_aof_inode(inode);
+	if (inode && (__u64)inode == aof_inode)
+		u->flags |= UF_AOF;
+	if (is_target_worker(cur) && (st = tstate_get(cur->pid))) {
+		if (!u->worker)
+			worker_start(st, u, key, cur->pid);
+		if (st->span_start[SPAN_IOWQ])
+			span_close(st, SPAN_IOWQ, now);
+		st->last_done = now;
+		st->cur_req = 0;
+	}
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_LOST, 1);
+		bpf_map_delete_elem(&ureqs, &key);
+		return 0;
+	}
+	e->type = EV_UREQ;
+	e->submitter = u->submitter;
+	e->worker = u->worker;
+	e->opcode = u->opcode;
+	e->res = BPF_CORE_READ(cqe, res);
+	e->flags = u->flags | (e->res < 0 ? UF_FAILED : 0);
+	e->pad = 0;
+	e->cpu = bpf_get_smp_processor_id();
+	e->inode = u->inode;
+	e->submit_ns = u->submit_ns;
+	e->punt_ns = u->punt_ns;
+	e->start_ns = u->worker ? u->start_ns : u->submit_ns;
+	e->complete_ns = now;
+	for (int c = 0; c < COMP_MAX; c++)
+		e->comp[c] = st && u->worker ? st->comp[SPAN_IOWQ][c] : 0;
+
+	/* The submitter asleep waiting for it: what this request did is what it waited for. */
+	sub = bpf_map_lookup_elem(&threads, &u->submitter);
+	if (sub && sub->run == RUN_OFFCPU && any_span(sub) && u->worker) {
+		__u64 q = u->start_ns > u->punt_ns && u->punt_ns ? u->start_ns - u->punt_ns : 0;
+
+		sub->pend[COMP_IOWQ_QUEUE] += q;
+		for (int c = 0; c < COMP_MAX; c++)
+			sub->pend[c] += e->comp[c];
+	}
+	bpf_ringbuf_submit(e, 0);
+	bpf_map_delete_elem(&ureqs, &key);
+	return 0;
+}
+
+SEC("tp_btf/task_newtask")
+int BPF_PROG(task_newtask, struct task_struct *task, __u64 clone_flags)
+{
+	__s64 alive;
+
+	if (task->tgid != targ_tgid || !(task->flags & PF_IO_WORKER))
+		return 0;
+	count(CNT_IOWQ_CREATED, 1);
+	alive = __sync_add_and_fetch(&iowq_alive, 1);
+	if (alive > iowq_max_alive)
+		iowq_max_alive = alive;
+	return 0;
+}
+
 /* ---- processes: forked children and exits ------------------------------------------------- */
 
 static __always_inline void emit_proc(__u32 type, __u32 pid, __u32 ppid, const char *comm)
@@ -1097,6 +1402,10 @@ int BPF_PROG(sched_process_exit, struct task_struct *p)
 	if (!who)
 		return 0;
 	bpf_map_delete_elem(&threads, &pid);
+	if (p->flags & PF_IO_WORKER && tgid == targ_tgid) {
+		count(CNT_IOWQ_EXITED, 1);
+		__sync_fetch_and_add(&iowq_alive, -1);
+	}
 	if (pid != tgid)
 		return 0;
 	if (who == 2) {

@@ -42,6 +42,7 @@ enum aof_span {
 	SPAN_FLUSH,
 	SPAN_WRITE,
 	SPAN_SYNC,
+	SPAN_IOWQ,	/* an io-wq worker running one io_uring request */
 	SPAN_MAX,
 };
 
@@ -56,6 +57,35 @@ enum aof_event_type {
 	EV_SYNC,	/* one fdatasync()/fsync() syscall of the target or its children */
 	EV_FORK,	/* the target forked a child process */
 	EV_EXIT,	/* a tracked child, or the target itself, exited */
+	EV_UREQ,	/* one io_uring request of the target completed */
+};
+
+/* What happened to an io_uring request. */
+enum aof_ureq_flags {
+	UF_PUNTED = 1,	/* queued to io-wq (io_uring_queue_async_work) */
+	UF_HASHED = 2,	/* ... as hashed work: serialized with other work on the same inode */
+	UF_AOF = 4,	/* on the AOF file */
+	UF_FAILED = 8,	/* res < 0, or io_uring_req_failed */
+	UF_SHORT = 16,	/* io_uring_short_write seen while a worker ran it */
+	UF_WORKER = 32,	/* an io-wq worker was seen running it */
+	UF_INFLUSH = 64,	/* submitted inside flushAppendOnlyFile() */
+};
+
+struct aof_ureq_event {
+	__u32 type;		/* EV_UREQ */
+	__u32 submitter;	/* tid that submitted it */
+	__u32 worker;		/* io-wq worker tid that ran it, 0 if inline */
+	__u8 opcode;		/* enum io_uring_op */
+	__u8 flags;		/* enum aof_ureq_flags */
+	__u16 pad;
+	__s32 res;
+	__u32 cpu;		/* CPU it completed on */
+	__u64 inode;		/* struct inode * of its file, 0 if none */
+	__u64 submit_ns;
+	__u64 punt_ns;		/* 0 if never punted */
+	__u64 start_ns;		/* when the worker began it (estimated: see docs/io_uring.md) */
+	__u64 complete_ns;
+	__u64 comp[COMP_MAX];	/* the worker's time on it, by component */
 };
 
 /* A kernel text range [start, end) whose presence on an off-CPU stack means component `comp`. */
@@ -150,6 +180,11 @@ enum aof_counter {
 	CNT_CHILD_WRITE_BYTES,	/* bytes written by forked children */
 	CNT_CHILD_SFR,		/* sync_file_range() calls by forked children */
 	CNT_JOURNAL_COMMITS,	/* jbd2 commits on the AOF device, XFS log forces by the target */
+	CNT_URING_SHORT,	/* io_uring_short_write events of the target */
+	CNT_URING_LINKS,	/* io_uring_link: requests linked to another */
+	CNT_URING_FAIL_LINKS,	/* io_uring_fail_link: links broken by a failure */
+	CNT_IOWQ_CREATED,	/* io-wq workers the target created */
+	CNT_IOWQ_EXITED,	/* ... and that exited */
 	CNT_MAX,
 };
 

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -25,6 +26,7 @@
 #include "aoftrace.skel.h"
 #include "offcpu.h"
 #include "trace_helpers.h"
+#include "uring_stats.h"
 
 #define AOFTRACE_VERSION "0.1"
 #define FLUSH_FUNC "flushAppendOnlyFile"
@@ -40,6 +42,7 @@ static struct env {
 	int top;
 	bool check;
 	bool verbose;
+	bool any;
 } env;
 
 const char *argp_program_version = "aoftrace " AOFTRACE_VERSION;
@@ -47,7 +50,7 @@ const char *argp_program_bug_address = "https://github.com/aoftrace/aoftrace/iss
 static const char argp_program_doc[] =
 "Trace the AOF write path of a running valkey-server or redis-server.\n"
 "\n"
-"USAGE: aoftrace -p PID [-d SECONDS] [-i SECONDS] [-j FILE] [-f FILE] [-b BINARY] [-v]\n"
+"USAGE: aoftrace -p PID [-d SECONDS] [-i SECONDS] [-j FILE] [-f FILE] [-t N] [-b BINARY] [-a] [-v]\n"
 "       aoftrace --check\n"
 "\n"
 "EXAMPLES:\n"
@@ -57,6 +60,7 @@ static const char argp_program_doc[] =
 "    aoftrace -p 1234 -d 10 -j out.json     # also write the report as JSON\n"
 "    aoftrace -p 1234 -d 10 -f off.folded   # off-CPU stacks with wakers, for a flame graph\n"
 "    aoftrace -p 1234 -b ./src/valkey-server  # take symbols from this binary\n"
+"    aoftrace -p 1234 -a                    # any process: its fsyncs and io_uring requests\n"
 "    aoftrace --check                       # what this kernel offers the tool\n";
 
 enum { OPT_CHECK = 0x100, OPT_BTF };
@@ -70,6 +74,7 @@ static const struct argp_option opts[] = {
 	{ "folded", 'f', "FILE", 0, "Write off-CPU stacks with their wakers, folded, to FILE", 0 },
 	{ "top", 't', "N", 0, "Print the N longest off-CPU stacks (default 5)", 0 },
 	{ "verbose", 'v', NULL, 0, "Print libbpf debug messages", 0 },
+	{ "any", 'a', NULL, 0, "Trace a process without flushAppendOnlyFile too (no flush figures)", 0 },
 	{ "check", OPT_CHECK, NULL, 0, "Report what this kernel offers and exit", 0 },
 	{ "btf", OPT_BTF, "FILE", 0, "Kernel BTF to use (default: /sys/kernel/btf/vmlinux)", 0 },
 	{ NULL, 'h', NULL, OPTION_HIDDEN, "Show the full help", 0 },
@@ -137,6 +142,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case 'v':
 		env.verbose = true;
+		break;
+	case 'a':
+		env.any = true;
 		break;
 	case OPT_CHECK:
 		env.check = true;
@@ -454,6 +462,10 @@ static int handle_event(void *ctx, void *data, size_t len)
 				target_exited = true;
 			else
 				t[i]->child_exits++;
+			break;
+		case EV_UREQ:
+			if (i == 0 && len >= sizeof(struct aof_ureq_event))
+				uring_add(data);
 			break;
 		}
 	}
@@ -806,6 +818,48 @@ static void print_fs_block(struct aoftrace_bpf *obj)
 			}
 }
 
+static uint64_t iowq_at_start;
+
+static void uring_workers_read(struct aoftrace_bpf *obj, struct uring_workers *w)
+{
+	w->alive_at_start = iowq_at_start;
+	w->created = sum_counter(obj, CNT_IOWQ_CREATED);
+	w->exited = sum_counter(obj, CNT_IOWQ_EXITED);
+	w->max_alive = obj->bss->iowq_max_alive > 0 ? obj->bss->iowq_max_alive : 0;
+	w->short_writes = sum_counter(obj, CNT_URING_SHORT);
+	w->links = sum_counter(obj, CNT_URING_LINKS);
+	w->fail_links = sum_counter(obj, CNT_URING_FAIL_LINKS);
+}
+
+/* io-wq workers the target has now: threads named iou-wrk-<pid>. */
+static uint64_t count_iowq_workers(pid_t pid)
+{
+	char path[64], comm[32];
+	struct dirent *d;
+	uint64_t n = 0;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	dir = opendir(path);
+	if (!dir)
+		return 0;
+	while ((d = readdir(dir))) {
+		FILE *f;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/comm", pid, d->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "iou-wrk-", 8))
+			n++;
+		fclose(f);
+	}
+	closedir(dir);
+	return n;
+}
+
 static void print_report(struct aoftrace_bpf *obj, double window)
 {
 	uint64_t calls = sum_counter(obj, CNT_FLUSH_CALLS), empty = sum_counter(obj, CNT_FLUSH_EMPTY);
@@ -836,6 +890,12 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 	print_attribution();
 	print_top_stacks(obj);
 	print_fs_block(obj);
+	{
+		struct uring_workers w;
+
+		uring_workers_read(obj, &w);
+		uring_print(stdout, &w, comp_labels);
+	}
 	printf("\nchildren forked: %llu (fork() took %.1f us on average), exited: %llu; they wrote %llu bytes, "
 	       "called sync_file_range %llu times\n", (unsigned long long)all.forks,
 	       mean_us(sum_counter(obj, CNT_FORK_NS), sum_counter(obj, CNT_FORKS)),
@@ -965,6 +1025,12 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "forked", all.forks);
 	jw_u64(&w, "exited", all.child_exits);
 	jw_obj_end(&w);
+	{
+		struct uring_workers uw;
+
+		uring_workers_read(obj, &uw);
+		uring_json(&w, &uw, comp_names);
+	}
 	jw_obj(&w, "rewrite");
 	jw_u64(&w, "count", all.forks);
 	jw_u64(&w, "forks_timed", sum_counter(obj, CNT_FORKS));
@@ -1079,6 +1145,8 @@ static struct bpf_link *attach_flush(struct bpf_program *prog, const char *path,
 
 	link = bpf_program__attach_uprobe_opts(prog, env.pid, path, 0, &uopts);
 	if (!link) {
+		if (env.any && (errno == ENOENT || errno == ESRCH))
+			return NULL;	/* -a: not a server, trace it anyway */
 		if (errno == ENOENT || errno == ESRCH)
 			die("%s has no symbol %s: is pid %d a valkey-server or redis-server? (-b BINARY "
 			    "names an unstripped binary)", env.binary ? env.binary : target_exe, FLUSH_FUNC,
@@ -1156,7 +1224,11 @@ int main(int argc, char **argv)
 		goto cleanup;
 	}
 	links[0] = attach_flush(obj->progs.flush_enter, attach_path, false);
-	links[1] = attach_flush(obj->progs.flush_exit, attach_path, true);
+	links[1] = links[0] ? attach_flush(obj->progs.flush_exit, attach_path, true) : NULL;
+	iowq_at_start = count_iowq_workers(env.pid);
+	obj->bss->iowq_alive = iowq_at_start;
+	obj->bss->iowq_max_alive = iowq_at_start;
+	uring_init(btf_file());
 
 	if (env.json_path) {
 		/* Opened only once attached, so a failed start leaves the user's file alone. */
@@ -1243,5 +1315,6 @@ cleanup:
 		bpf_link__destroy(links[i]);
 	aoftrace_bpf__destroy(obj);
 	ksyms_free(ksyms);
+	uring_free();
 	return err != 0;
 }

@@ -122,3 +122,23 @@ class Bpftrace(_Proc):
 def bpftrace_flush(pid):
     exe = os.readlink(f"/proc/{pid}/exe")
     return Bpftrace(BPFTRACE_FLUSH.replace("BINARY", exe).replace("PID", str(pid)))
+
+
+# io_uring requests of a process by opcode, as the tracepoints count them: submitted, queued to io-wq
+# (io_uring_queue_async_work) and, of those, hashed (its `rw` field carries io_wq_is_hashed()).
+BPFTRACE_URING = r"""
+tracepoint:io_uring:io_uring_submit_req /pid == PID/ { @sub[args->opcode] = count(); }
+tracepoint:io_uring:io_uring_queue_async_work /pid == PID/ { @queued[args->opcode] = count(); @hashed[args->opcode] = sum(args->rw); }
+"""
+
+
+def bpftrace_uring(pid):
+    return Bpftrace(BPFTRACE_URING.replace("PID", str(pid)))
+
+
+def keyed_maps(output):
+    """Maps printed as @name[key]: value, as {name: {key: int}}."""
+    out = {}
+    for m in re.finditer(r"^@(\w+)\[(\d+)\]: (\d+)$", output, re.M):
+        out.setdefault(m.group(1), {})[int(m.group(2))] = int(m.group(3))
+    return out

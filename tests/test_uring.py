@@ -1,0 +1,84 @@
+"""io_uring and io-wq: aoftrace follows every request of the target (docs/io_uring.md)."""
+import contextlib
+import os
+import subprocess
+import time
+
+import pytest
+
+from aofab import env, inject, tracing
+
+# uapi opcode numbers (include/uapi/linux/io_uring.h): an ABI, stable across kernels.
+OPCODES = {"WRITEV": 2, "FSYNC": 3, "WRITE_FIXED": 5, "WRITE": 23}
+
+
+def run_traced(srv, path, requests=8000, clients=20, bpftrace=False):
+    """aoftrace (and, if asked, bpftrace's own count of the io_uring tracepoints) over one benchmark."""
+    with contextlib.ExitStack() as stack:
+        if bpftrace:
+            stack.enter_context(tracing.tracefs())
+        at = stack.enter_context(tracing.Aoftrace(srv.pid, str(path)))
+        bt = stack.enter_context(tracing.bpftrace_uring(srv.pid)) if bpftrace else None
+        if bt:
+            time.sleep(1.0)  # bpftrace says "Attaching" before its probes are all attached
+        env.benchmark(srv.port, requests=requests, clients=clients)
+        time.sleep(0.2)
+        if bt:
+            assert bt.stop() == 0, bt.stderr
+        assert at.stop() == 0, at.stderr
+    rep = at.report()
+    assert rep["lost_events"] == 0
+    return rep, (tracing.keyed_maps(bt.output) if bt else None), at.output
+
+
+@pytest.mark.parametrize("io", ["uring", "uring-linked"])
+def test_requests_match_tracepoints(io, loopfs, port, tmp_path):
+    """Per opcode: requests and io-wq queueings within 1% of an independent bpftrace count; every FSYNC
+    runs in an io-wq worker; hashed work is only ever queued work. The inline/punted split is printed."""
+    with env.aofwriter(loopfs.mnt, port, io=io) as srv:
+        rep, ref, out = run_traced(srv, tmp_path / "u.json", bpftrace=True)
+    ops = rep["uring"]["ops"]
+    assert "WRITE" in ops, ops.keys()
+    if io == "uring-linked":
+        assert "FSYNC" in ops
+        assert ops["FSYNC"]["punted"] == ops["FSYNC"]["requests"], ops["FSYNC"]
+        assert rep["uring"]["links"] >= ops["FSYNC"]["requests"] * 0.99
+    for name, o in ops.items():
+        num = OPCODES[name]
+        assert o["requests"] == pytest.approx(ref["sub"].get(num, 0), rel=0.01, abs=1), (name, o, ref)
+        assert o["queued"] == pytest.approx(ref.get("queued", {}).get(num, 0), rel=0.01, abs=1), (name, o, ref)
+        assert o["hashed"] == pytest.approx(ref.get("hashed", {}).get(num, 0), rel=0.01, abs=1), (name, o, ref)
+        assert o["hashed"] <= o["queued"] <= o["punted"] <= o["requests"]
+        assert o["failed"] == 0 and o["short"] == 0
+        assert o["latency_us"]["p50"] <= o["latency_us"]["p99"] <= o["latency_us"]["max"]
+        print(f"{loopfs.fstype} {io} {name}: {o['requests']} requests, {o['inline']} inline, {o['punted']} in io-wq "
+              f"({o['hashed']} hashed), latency p50 {o['latency_us']['p50']:.0f} us, "
+              f"queue avg {o['queue_us']['avg']:.0f} us, run avg {o['run_us']['avg']:.0f} us")
+    assert ops["WRITE"]["aof"] == ops["WRITE"]["requests"]
+    assert rep["uring"]["workers"]["max_alive"] >= 1
+    assert "io_uring requests" in out
+    # The flush waits on its requests: where they spent it is in the flush's components.
+    if io == "uring-linked":
+        comps = rep["flush"]["components_us"]
+        waited = sum(v for k, v in comps.items() if k not in ("oncpu", "unattributed"))
+        assert comps["other_offcpu"] < 0.2 * waited, comps
+
+
+def test_cpu_hogs_show_as_queue_and_runqueue_not_block(xfs, port, tmp_path):
+    """CPU hogs on every CPU (io-wq workers may run anywhere): the added time of a uring-linked flush is
+    io-wq queueing and run-queue wait, not block I/O."""
+    with env.aofwriter(xfs.mnt, port, io="uring-linked") as srv:
+        base, _, _ = run_traced(srv, tmp_path / "base.json", requests=4000)
+        with inject.cpu_hog(0), inject.cpu_hog(1):
+            hit, _, _ = run_traced(srv, tmp_path / "hit.json", requests=4000)
+    nb, nh = base["flush"]["count"], hit["flush"]["count"]
+    wb, wh = base["flush"]["total_us"] / nb, hit["flush"]["total_us"] / nh
+    grew = {c: hit["flush"]["components_us"][c] / nh - base["flush"]["components_us"][c] / nb
+            for c in base["flush"]["components_us"] if c != "unattributed"}
+    added = wh - wb
+    summary = f"flush {wb:.0f} -> {wh:.0f} us; grew: " + ", ".join(
+        f"{c} {v:+.0f}" for c, v in sorted(grew.items(), key=lambda kv: -kv[1])[:4])
+    print(summary)
+    assert added > 0.3 * wb, summary
+    assert grew["iowq_queue"] + grew["runqueue"] >= 0.7 * added, summary
+    assert max(grew, key=grew.get) != "block", summary

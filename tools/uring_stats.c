@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * io_uring requests by opcode: inline vs punted to io-wq, hashed, failed, short; latency from
+ * submission to completion, io-wq queue wait, worker run time and the worker's time by component;
+ * and how many workers ran requests on the same file at once (hashed work on one inode: one).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <bpf/btf.h>
+#include "uring_stats.h"
+
+#define MAX_OPS		256
+#define MAX_SPANS	(1 << 18)	/* worker runs kept to measure overlap; beyond, counted only */
+#define MAX_WORKERS	64
+
+struct opstats {
+	uint64_t requests, inline_, punted, queued, hashed, failed, short_, aof;
+	struct lhist lat, queue, run;
+	uint64_t comp[COMP_MAX];
+	uint32_t workers[MAX_WORKERS];
+	int nworkers;
+};
+
+struct span {
+	uint64_t inode, start, end;
+	uint8_t op;
+};
+
+static struct opstats *ops[MAX_OPS];
+static char *op_names[MAX_OPS];
+static struct span *spans;
+static size_t nspans, spans_dropped;
+
+void uring_init(const char *btf_path)
+{
+	struct btf *btf = btf__parse(btf_path, NULL);
+	int id;
+
+	if (!btf)
+		return;
+	id = btf__find_by_name_kind(btf, "io_uring_op", BTF_KIND_ENUM);
+	if (id > 0) {
+		const struct btf_type *t = btf__type_by_id(btf, id);
+		const struct btf_enum *e = btf_enum(t);
+
+		for (int i = 0; i < btf_vlen(t); i++, e++) {
+			const char *name = btf__name_by_offset(btf, e->name_off);
+
+			if (e->val >= 0 && e->val < MAX_OPS && !strncmp(name, "IORING_OP_", 10) &&
+			    strcmp(name, "IORING_OP_LAST"))
+				op_names[e->val] = strdup(name + 10);
+		}
+	}
+	btf__free(btf);
+}
+
+static const char *op_name(int op)
+{
+	static char buf[16];
+
+	if (op_names[op])
+		return op_names[op];
+	snprintf(buf, sizeof(buf), "OP_%d", op);
+	return buf;
+}
+
+void uring_add(const struct aof_ureq_event *e)
+{
+	struct opstats *o = ops[e->opcode];
+	int i;
+
+	if (!o && !(o = ops[e->opcode] = calloc(1, sizeof(*o))))
+		return;
+	o->requests++;
+	/*
+	 * Punted: ran in an io-wq worker, whether queued there by io_uring_queue_async_work or run
+	 * by the worker that completed the request it was linked behind (no queueing event then).
+	 */
+	if (e->flags & (UF_PUNTED | UF_WORKER))
+		o->punted++;
+	else
+		o->inline_++;
+	o->queued += !!(e->flags & UF_PUNTED);
+	o->hashed += !!(e->flags & UF_HASHED);
+	o->failed += !!(e->flags & UF_FAILED);
+	o->short_ += !!(e->flags & UF_SHORT);
+	o->aof += !!(e->flags & UF_AOF);
+	lhist_add(&o->lat, e->complete_ns - e->submit_ns);
+	if (e->worker) {
+		if (e->punt_ns && e->start_ns >= e->punt_ns)
+			lhist_add(&o->queue, e->start_ns - e->punt_ns);
+		lhist_add(&o->run, e->complete_ns - e->start_ns);
+		for (int c = 0; c < COMP_MAX; c++)
+			o->comp[c] += e->comp[c];
+		for (i = 0; i < o->nworkers && o->workers[i] != e->worker; i++)
+			;
+		if (i == o->nworkers && i < MAX_WORKERS)
+			o->workers[o->nworkers++] = e->worker;
+		if (!spans)
+			spans = malloc(MAX_SPANS * sizeof(*spans));
+		if (spans && nspans < MAX_SPANS)
+			spans[nspans++] = (struct span){ e->inode, e->start_ns, e->complete_ns, e->opcode };
+		else
+			spans_dropped++;
+	}
+}
+
+bool uring_any(void)
+{
+	for (int i = 0; i < MAX_OPS; i++)
+		if (ops[i])
+			return true;
+	return false;
+}
+
+struct edge {
+	uint64_t inode, t;
+	int delta;
+};
+
+static int cmp_edge(const void *a, const void *b)
+{
+	const struct edge *x = a, *y = b;
+
+	if (x->inode != y->inode)
+		return x->inode < y->inode ? -1 : 1;
+	if (x->t != y->t)
+		return x->t < y->t ? -1 : 1;
+	return x->delta - y->delta;	/* an end before a start at the same instant */
+}
+
+/* Most io-wq workers that ran requests of `op` on one file at the same time. */
+static int max_parallel(int op)
+{
+	struct edge *ev;
+	size_t n = 0;
+	int cur = 0, best = 0;
+
+	ev = malloc(2 * (nspans ? nspans : 1) * sizeof(*ev));
+	if (!ev)
+		return -1;
+	for (size_t i = 0; i < nspans; i++) {
+		if (spans[i].op != op)
+			continue;
+		ev[n++] = (struct edge){ spans[i].inode, spans[i].start, +1 };
+		ev[n++] = (struct edge){ spans[i].inode, spans[i].end, -1 };
+	}
+	qsort(ev, n, sizeof(*ev), cmp_edge);
+	for (size_t i = 0; i < n; i++) {
+		if (i && ev[i].inode != ev[i - 1].inode)
+			cur = 0;
+		cur += ev[i].delta;
+		if (cur > best)
+			best = cur;
+	}
+	free(ev);
+	return best;
+}
+
+static double us(uint64_t ns)
+{
+	return ns / 1000.0;
+}
+
+void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_labels[COMP_MAX])
+{
+	if (!uring_any())
+		return;
+	fprintf(f, "\nio_uring requests (latency: submit to complete; queue: punt to worker start; run: worker)\n");
+	fprintf(f, "%-12s %8s %7s %7s %7s %6s %5s %9s %9s %9s %9s %8s %4s\n", "op", "requests", "inline", "punted",
+		"hashed", "failed", "short", "lat_p50us", "lat_p99us", "queue_avg", "run_avg", "parallel", "wrk");
+	for (int op = 0; op < MAX_OPS; op++) {
+		const struct opstats *o = ops[op];
+
+		if (!o)
+			continue;
+		fprintf(f, "%-12s %8llu %7llu %7llu %7llu %6llu %5llu %9.1f %9.1f %9.1f %9.1f %8d %4d\n", op_name(op),
+			(unsigned long long)o->requests, (unsigned long long)o->inline_,
+			(unsigned long long)o->punted, (unsigned long long)o->hashed,
+			(unsigned long long)o->failed, (unsigned long long)o->short_,
+			us(lhist_quantile(&o->lat, 0.5)), us(lhist_quantile(&o->lat, 0.99)),
+			o->queue.count ? us(o->queue.sum) / o->queue.count : 0.0,
+			o->run.count ? us(o->run.sum) / o->run.count : 0.0, max_parallel(op), o->nworkers);
+		if (o->run.count) {
+			fprintf(f, "%-12s worker time per request:", "");
+			for (int c = 0; c < COMP_MAX; c++)
+				if (o->comp[c] / o->run.count >= 1000)
+					fprintf(f, " %s %.1f us,", comp_labels[c], us(o->comp[c]) / o->run.count);
+			fprintf(f, "\n");
+		}
+	}
+	fprintf(f, "io-wq workers: %llu alive at start, %llu created, %llu exited, at most %llu alive; "
+		"short writes %llu, links %llu, failed links %llu\n", (unsigned long long)w->alive_at_start,
+		(unsigned long long)w->created, (unsigned long long)w->exited, (unsigned long long)w->max_alive,
+		(unsigned long long)w->short_writes, (unsigned long long)w->links, (unsigned long long)w->fail_links);
+	if (spans_dropped)
+		fprintf(f, "(overlap measured on the first %zu worker runs; %zu more not kept)\n", nspans, spans_dropped);
+}
+
+static void json_q(struct jw *w, const char *key, const struct lhist *h)
+{
+	jw_obj(w, key);
+	jw_u64(w, "count", h->count);
+	jw_dbl(w, "avg", h->count ? us(h->sum) / h->count : 0);
+	jw_dbl(w, "p50", us(lhist_quantile(h, 0.5)));
+	jw_dbl(w, "p90", us(lhist_quantile(h, 0.9)));
+	jw_dbl(w, "p99", us(lhist_quantile(h, 0.99)));
+	jw_dbl(w, "p999", us(lhist_quantile(h, 0.999)));
+	jw_dbl(w, "max", us(h->max));
+	jw_obj_end(w);
+}
+
+void uring_json(struct jw *w, const struct uring_workers *wk, const char *const comp_names[COMP_MAX])
+{
+	jw_obj(w, "uring");
+	jw_obj(w, "ops");
+	for (int op = 0; op < MAX_OPS; op++) {
+		const struct opstats *o = ops[op];
+
+		if (!o)
+			continue;
+		jw_obj(w, op_name(op));
+		jw_u64(w, "requests", o->requests);
+		jw_u64(w, "inline", o->inline_);
+		jw_u64(w, "punted", o->punted);
+		jw_u64(w, "queued", o->queued);
+		jw_u64(w, "hashed", o->hashed);
+		jw_u64(w, "failed", o->failed);
+		jw_u64(w, "short", o->short_);
+		jw_u64(w, "aof", o->aof);
+		json_q(w, "latency_us", &o->lat);
+		json_q(w, "queue_us", &o->queue);
+		json_q(w, "run_us", &o->run);
+		jw_obj(w, "worker_components_us");
+		for (int c = 0; c < COMP_MAX; c++)
+			jw_dbl(w, comp_names[c], us(o->comp[c]));
+		jw_obj_end(w);
+		jw_i64(w, "max_parallel", max_parallel(op));
+		jw_u64(w, "workers_used", o->nworkers);
+		jw_obj_end(w);
+	}
+	jw_obj_end(w);
+	jw_obj(w, "workers");
+	jw_u64(w, "alive_at_start", wk->alive_at_start);
+	jw_u64(w, "created", wk->created);
+	jw_u64(w, "exited", wk->exited);
+	jw_u64(w, "max_alive", wk->max_alive);
+	jw_obj_end(w);
+	jw_u64(w, "short_writes", wk->short_writes);
+	jw_u64(w, "links", wk->links);
+	jw_u64(w, "fail_links", wk->fail_links);
+	jw_u64(w, "overlap_spans_dropped", spans_dropped);
+	jw_obj_end(w);
+}
+
+void uring_free(void)
+{
+	for (int i = 0; i < MAX_OPS; i++) {
+		free(ops[i]);
+		free(op_names[i]);
+		ops[i] = NULL;
+		op_names[i] = NULL;
+	}
+	free(spans);
+	spans = NULL;
+}

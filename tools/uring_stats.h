@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* io_uring requests of the target, aggregated from the per-request records aoftrace.bpf.c sends. */
+#ifndef __URING_STATS_H
+#define __URING_STATS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <linux/types.h>
+#include "aoftrace.h"
+#include "trace_helpers.h"
+
+struct uring_workers {
+	uint64_t alive_at_start, created, exited, max_alive;
+	uint64_t short_writes, links, fail_links;
+};
+
+/* Opcode names as the kernel's tracepoints print them, from `enum io_uring_op` in the BTF at path. */
+void uring_init(const char *btf_path);
+void uring_add(const struct aof_ureq_event *e);
+bool uring_any(void);
+void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_labels[COMP_MAX]);
+void uring_json(struct jw *w, const struct uring_workers *wk, const char *const comp_names[COMP_MAX]);
+void uring_free(void);
+
+#endif /* __URING_STATS_H */
