@@ -24,9 +24,11 @@ def pinned(pid, cpu):
     """Pin every thread of `pid` to `cpu`; restore each thread's old affinity on exit."""
     old = {}
     for tid in _thread_ids(pid):
-        with contextlib.suppress(ProcessLookupError):
-            old[tid] = os.sched_getaffinity(tid)
+        # io-wq workers refuse it (PF_NO_SETAFFINITY: EINVAL); they follow their ring's io-wq mask.
+        with contextlib.suppress(ProcessLookupError, OSError):
+            cpus = os.sched_getaffinity(tid)
             os.sched_setaffinity(tid, {cpu})
+            old[tid] = cpus
     try:
         yield
     finally:
