@@ -728,6 +728,14 @@ struct {
 	__type(value, struct ureq);
 } ureqs SEC(".maps");
 
+/* On-CPU time of the target's io-wq workers, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} iowq_oncpu SEC(".maps");
+
 /*
  * A worker begins a request when it is free to: not before the punt, nor before it was last switched
  * in or finished its previous request. io-wq has no tracepoint for it, so it is read from the
@@ -848,8 +856,15 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 		}
 	}
 
-	if (is_target_worker(prev) && (st = tstate_get(prev_pid)))
+	if (is_target_worker(prev) && (st = tstate_get(prev_pid))) {
+		__u64 *ns = bpf_map_lookup_elem(&iowq_oncpu, &(__u32){ 0 });
+
 		worker_detect(st, prev);
+		if (!now)
+			now = bpf_ktime_get_ns();
+		if (ns && st->last_in)
+			*ns += now - st->last_in;
+	}
 	if (tracked(prev->tgid) && (st = bpf_map_lookup_elem(&threads, &prev_pid)) && any_span(st)) {
 		if (!now)
 			now = bpf_ktime_get_ns();

@@ -829,6 +829,23 @@ static void uring_workers_read(struct aoftrace_bpf *obj, struct uring_workers *w
 	w->short_writes = sum_counter(obj, CNT_URING_SHORT);
 	w->links = sum_counter(obj, CNT_URING_LINKS);
 	w->fail_links = sum_counter(obj, CNT_URING_FAIL_LINKS);
+	w->ncpus = 0;
+	{
+		int ncpu = libbpf_num_possible_cpus();
+		uint64_t vals[ncpu > 0 ? ncpu : 1];
+		uint32_t zero = 0;
+		bool any = false;
+
+		if (ncpu > 0 && !bpf_map_lookup_elem(bpf_map__fd(obj->maps.iowq_oncpu), &zero, vals)) {
+			w->ncpus = ncpu < 64 ? ncpu : 64;
+			for (int c = 0; c < w->ncpus; c++) {
+				w->oncpu_ns[c] = vals[c];
+				any |= vals[c] != 0;
+			}
+		}
+		if (!any)
+			w->ncpus = 0;
+	}
 }
 
 /* io-wq workers the target has now: threads named iou-wrk-<pid>. */

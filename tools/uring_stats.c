@@ -194,6 +194,12 @@ void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_
 		"short writes %llu, links %llu, failed links %llu\n", (unsigned long long)w->alive_at_start,
 		(unsigned long long)w->created, (unsigned long long)w->exited, (unsigned long long)w->max_alive,
 		(unsigned long long)w->short_writes, (unsigned long long)w->links, (unsigned long long)w->fail_links);
+	if (w->ncpus) {
+		fprintf(f, "io-wq workers on CPU:");
+		for (int c = 0; c < w->ncpus; c++)
+			fprintf(f, " cpu%d %.1f ms", c, w->oncpu_ns[c] / 1e6);
+		fprintf(f, "\n");
+	}
 	if (spans_dropped)
 		fprintf(f, "(overlap measured on the first %zu worker runs; %zu more not kept)\n", nspans, spans_dropped);
 }
@@ -246,6 +252,14 @@ void uring_json(struct jw *w, const struct uring_workers *wk, const char *const 
 	jw_u64(w, "created", wk->created);
 	jw_u64(w, "exited", wk->exited);
 	jw_u64(w, "max_alive", wk->max_alive);
+	jw_obj(w, "oncpu_us_by_cpu");
+	for (int c = 0; c < wk->ncpus; c++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "%d", c);
+		jw_dbl(w, key, us(wk->oncpu_ns[c]));
+	}
+	jw_obj_end(w);
 	jw_obj_end(w);
 	jw_u64(w, "short_writes", wk->short_writes);
 	jw_u64(w, "links", wk->links);

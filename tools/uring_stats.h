@@ -12,6 +12,8 @@
 struct uring_workers {
 	uint64_t alive_at_start, created, exited, max_alive;
 	uint64_t short_writes, links, fail_links;
+	int ncpus;
+	uint64_t oncpu_ns[64];	/* workers' on-CPU time per CPU */
 };
 
 /* Opcode names as the kernel's tracepoints print them, from `enum io_uring_op` in the BTF at path. */
