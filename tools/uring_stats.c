@@ -24,6 +24,7 @@ struct opstats {
 
 struct span {
 	uint64_t inode, start, end;
+	uint32_t submitter;	/* io-wq is per submitting task (5.12+): one io-wq per submitter */
 	uint8_t op;
 };
 
@@ -100,7 +101,8 @@ void uring_add(const struct aof_ureq_event *e)
 		if (!spans)
 			spans = malloc(MAX_SPANS * sizeof(*spans));
 		if (spans && nspans < MAX_SPANS)
-			spans[nspans++] = (struct span){ e->inode, e->start_ns, e->complete_ns, e->opcode };
+			spans[nspans++] = (struct span){ e->inode, e->start_ns, e->complete_ns, e->submitter,
+							 e->opcode };
 		else
 			spans_dropped++;
 	}
@@ -116,6 +118,7 @@ bool uring_any(void)
 
 struct edge {
 	uint64_t inode, t;
+	uint32_t wq;	/* the submitter, or 0 when counting across io-wqs */
 	int delta;
 };
 
@@ -125,13 +128,18 @@ static int cmp_edge(const void *a, const void *b)
 
 	if (x->inode != y->inode)
 		return x->inode < y->inode ? -1 : 1;
+	if (x->wq != y->wq)
+		return x->wq < y->wq ? -1 : 1;
 	if (x->t != y->t)
 		return x->t < y->t ? -1 : 1;
 	return x->delta - y->delta;	/* an end before a start at the same instant */
 }
 
-/* Most io-wq workers that ran requests of `op` on one file at the same time. */
-static int max_parallel(int op)
+/*
+ * Most io-wq workers that ran requests of `op` on one file at the same time; with per_wq, counted
+ * within one io-wq (one submitting task), where hashed work on an inode runs one at a time.
+ */
+static int max_parallel(int op, bool per_wq)
 {
 	struct edge *ev;
 	size_t n = 0;
@@ -143,12 +151,14 @@ static int max_parallel(int op)
 	for (size_t i = 0; i < nspans; i++) {
 		if (spans[i].op != op)
 			continue;
-		ev[n++] = (struct edge){ spans[i].inode, spans[i].start, +1 };
-		ev[n++] = (struct edge){ spans[i].inode, spans[i].end, -1 };
+		uint32_t wq = per_wq ? spans[i].submitter : 0;
+
+		ev[n++] = (struct edge){ spans[i].inode, spans[i].start, wq, +1 };
+		ev[n++] = (struct edge){ spans[i].inode, spans[i].end, wq, -1 };
 	}
 	qsort(ev, n, sizeof(*ev), cmp_edge);
 	for (size_t i = 0; i < n; i++) {
-		if (i && ev[i].inode != ev[i - 1].inode)
+		if (i && (ev[i].inode != ev[i - 1].inode || ev[i].wq != ev[i - 1].wq))
 			cur = 0;
 		cur += ev[i].delta;
 		if (cur > best)
@@ -169,7 +179,7 @@ void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_
 		return;
 	fprintf(f, "\nio_uring requests (latency: submit to complete; queue: punt to worker start; run: worker)\n");
 	fprintf(f, "%-12s %8s %7s %7s %7s %6s %5s %9s %9s %9s %9s %8s %4s\n", "op", "requests", "inline", "punted",
-		"hashed", "failed", "short", "lat_p50us", "lat_p99us", "queue_avg", "run_avg", "parallel", "wrk");
+		"hashed", "failed", "short", "lat_p50us", "lat_p99us", "queue_avg", "run_avg", "par/wq", "wrk");
 	for (int op = 0; op < MAX_OPS; op++) {
 		const struct opstats *o = ops[op];
 
@@ -181,7 +191,7 @@ void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_
 			(unsigned long long)o->failed, (unsigned long long)o->short_,
 			us(lhist_quantile(&o->lat, 0.5)), us(lhist_quantile(&o->lat, 0.99)),
 			o->queue.count ? us(o->queue.sum) / o->queue.count : 0.0,
-			o->run.count ? us(o->run.sum) / o->run.count : 0.0, max_parallel(op), o->nworkers);
+			o->run.count ? us(o->run.sum) / o->run.count : 0.0, max_parallel(op, true), o->nworkers);
 		if (o->run.count) {
 			fprintf(f, "%-12s worker time per request:", "");
 			for (int c = 0; c < COMP_MAX; c++)
@@ -242,7 +252,8 @@ void uring_json(struct jw *w, const struct uring_workers *wk, const char *const 
 		for (int c = 0; c < COMP_MAX; c++)
 			jw_dbl(w, comp_names[c], us(o->comp[c]));
 		jw_obj_end(w);
-		jw_i64(w, "max_parallel", max_parallel(op));
+		jw_i64(w, "max_parallel", max_parallel(op, false));
+		jw_i64(w, "max_parallel_per_wq", max_parallel(op, true));
 		jw_u64(w, "workers_used", o->nworkers);
 		jw_obj_end(w);
 	}
