@@ -220,3 +220,11 @@ def test_check_reports_core_can_run():
     assert re.search(r"^kprobes\s+", r.stdout, re.M) and re.search(r"^fentry\s+", r.stdout, re.M)
     r = aoftrace("--check", "--btf", "/nonexistent")
     assert r.returncode == 1 and "CANNOT run" in r.stdout
+
+
+def test_any_process_is_traced_without_flush_figures(sleeper, tmp_path):
+    """-a: a process without flushAppendOnlyFile is traced anyway (fsyncs, io_uring), and says so."""
+    r = aoftrace("-p", sleeper.pid, "-a", "-d", "0.5", "-j", tmp_path / "a.json")
+    assert r.returncode == 0, r.stderr
+    assert "no AOF flush seen" in r.stdout
+    assert no_progs_left()
