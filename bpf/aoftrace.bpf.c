@@ -106,7 +106,7 @@ struct tstate {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 4096);	/* threads of one server and its children: ~3 MB preallocated */
 	__type(key, __u32);		/* tid */
 	__type(value, struct tstate);
 } threads SEC(".maps");
