@@ -87,8 +87,11 @@ struct tstate {
 	char waker_comm[TASK_COMM_LEN];
 	/* flush totals */
 	__u32 writes, write_errors, syncs, commits;
-	__u32 urings, pad2;
+	__u32 urings;
+	__u8 uring_in_flush;
+	__u8 pad2[3];
 	__u64 uring_ns;
+	__u64 reap_n, reap_sum;		/* completions of its requests not yet reaped, sum of their times */
 	__u64 write_ns, write_bytes, sync_ns;
 	__u64 first_off, isize_before, ino;
 	__u64 inode;			/* the AOF inode of the last write in this flush */
@@ -564,14 +567,12 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 	}
 	if (who == 1 && (is_write(nr) || is_fork(nr) || nr == NR_sync_file_range ||
 			 nr == NR_io_uring_enter)) {
-		st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+		st = nr == NR_io_uring_enter ? tstate_get((__u32)id) :
+					       bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
 		if (!st)
 			return 0;
-		if (is_write(nr) || nr == NR_io_uring_enter) {
-			/*
-			 * Only writes inside a flush are AOF writes (replies to clients are writes too);
-			 * an io_uring_enter inside a flush submits or waits for AOF writes and syncs.
-			 */
+		if (is_write(nr)) {
+			/* Only writes inside a flush are AOF writes: replies to clients are writes too. */
 			if (!st->span_start[SPAN_FLUSH])
 				return 0;
 		} else if (is_fork(nr)) {
@@ -587,8 +588,8 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 				flags = PT_REGS_PARM1_CORE_SYSCALL(regs);
 			if (flags & (CLONE_THREAD | CLONE_VM))
 				return 0;
-		} else {
-			return 0;
+		} else if (nr != NR_io_uring_enter) {
+			return 0;	/* sync_file_range: only a child's is counted */
 		}
 	} else if (who == 2 && is_write(nr)) {
 		st = tstate_get((__u32)id);
@@ -608,6 +609,9 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 	} else if (nr == NR_fsync || nr == NR_fdatasync) {
 		st->commit = 0;
 		span_open(st, SPAN_SYNC, now);
+	} else if (nr == NR_io_uring_enter) {
+		st->sys_start = now;
+		st->uring_in_flush = st->span_start[SPAN_FLUSH] != 0;
 	} else {
 		st->sys_start = now;
 	}
@@ -668,8 +672,17 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	}
 	if (nr == NR_io_uring_enter) {
-		st->urings++;
-		st->uring_ns += now - st->sys_start;
+		/* Completions are reaped, at the latest, when the submitter returns from here. */
+		if (st->reap_n) {
+			count(CNT_REAP_N, st->reap_n);
+			count(CNT_REAP_NS, st->reap_n * now - st->reap_sum);
+			st->reap_n = 0;
+			st->reap_sum = 0;
+		}
+		if (st->uring_in_flush && st->span_start[SPAN_FLUSH]) {
+			st->urings++;
+			st->uring_ns += now - st->sys_start;
+		}
 		return 0;
 	}
 	if (is_write(nr) && who == 2) {
@@ -1346,6 +1359,10 @@ int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_u
 
 	/* The submitter asleep waiting for it: what this request did is what it waited for. */
 	sub = bpf_map_lookup_elem(&threads, &u->submitter);
+	if (sub) {
+		sub->reap_n++;
+		sub->reap_sum += now;
+	}
 	if (sub && sub->run == RUN_OFFCPU && any_span(sub) && u->worker) {
 		__u64 q = u->start_ns > u->punt_ns && u->punt_ns ? u->start_ns - u->punt_ns : 0;
 

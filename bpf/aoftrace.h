@@ -185,6 +185,8 @@ enum aof_counter {
 	CNT_URING_FAIL_LINKS,	/* io_uring_fail_link: links broken by a failure */
 	CNT_IOWQ_CREATED,	/* io-wq workers the target created */
 	CNT_IOWQ_EXITED,	/* ... and that exited */
+	CNT_REAP_N,		/* io_uring completions reaped by a return from io_uring_enter() */
+	CNT_REAP_NS,		/* their complete-to-reap delays */
 	CNT_MAX,
 };
 

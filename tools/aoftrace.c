@@ -829,6 +829,8 @@ static void uring_workers_read(struct aoftrace_bpf *obj, struct uring_workers *w
 	w->short_writes = sum_counter(obj, CNT_URING_SHORT);
 	w->links = sum_counter(obj, CNT_URING_LINKS);
 	w->fail_links = sum_counter(obj, CNT_URING_FAIL_LINKS);
+	w->reaped = sum_counter(obj, CNT_REAP_N);
+	w->reap_ns = sum_counter(obj, CNT_REAP_NS);
 	w->ncpus = 0;
 	{
 		int ncpu = libbpf_num_possible_cpus();

@@ -204,6 +204,9 @@ void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_
 		"short writes %llu, links %llu, failed links %llu\n", (unsigned long long)w->alive_at_start,
 		(unsigned long long)w->created, (unsigned long long)w->exited, (unsigned long long)w->max_alive,
 		(unsigned long long)w->short_writes, (unsigned long long)w->links, (unsigned long long)w->fail_links);
+	if (w->reaped)
+		fprintf(f, "complete to reap (the submitter's return from io_uring_enter): %.1f us on average, "
+			"%llu completions\n", us(w->reap_ns) / w->reaped, (unsigned long long)w->reaped);
 	if (w->ncpus) {
 		fprintf(f, "io-wq workers on CPU:");
 		for (int c = 0; c < w->ncpus; c++)
@@ -275,6 +278,10 @@ void uring_json(struct jw *w, const struct uring_workers *wk, const char *const 
 	jw_u64(w, "short_writes", wk->short_writes);
 	jw_u64(w, "links", wk->links);
 	jw_u64(w, "fail_links", wk->fail_links);
+	jw_obj(w, "reap_us");
+	jw_u64(w, "count", wk->reaped);
+	jw_dbl(w, "avg", wk->reaped ? us(wk->reap_ns) / wk->reaped : 0);
+	jw_obj_end(w);
 	jw_u64(w, "overlap_spans_dropped", spans_dropped);
 	jw_obj_end(w);
 }

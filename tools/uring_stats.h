@@ -12,6 +12,7 @@
 struct uring_workers {
 	uint64_t alive_at_start, created, exited, max_alive;
 	uint64_t short_writes, links, fail_links;
+	uint64_t reaped, reap_ns;
 	int ncpus;
 	uint64_t oncpu_ns[64];	/* workers' on-CPU time per CPU */
 };
