@@ -187,6 +187,15 @@ enum aof_counter {
 	CNT_IOWQ_EXITED,	/* ... and that exited */
 	CNT_REAP_N,		/* io_uring completions reaped by a return from io_uring_enter() */
 	CNT_REAP_NS,		/* their complete-to-reap delays */
+	/* jbd2 commits on the AOF device, by phase (tracepoint to tracepoint) */
+	CNT_JBD2_COMMITS,
+	CNT_JBD2_START_NS,	/* start_commit -> commit_locking */
+	CNT_JBD2_LOCKED_NS,	/* commit_locking -> commit_flushing: waiting for running handles */
+	CNT_JBD2_FLUSHING_NS,	/* commit_flushing -> commit_logging: ordered data writeback */
+	CNT_JBD2_LOGGING_NS,	/* commit_logging -> end_commit: journal blocks, commit block, cache flush */
+	/* XFS iclog writes on the AOF device: xlog_iclog_sync -> xlog_iclog_sync_done */
+	CNT_XLOG_WRITES,
+	CNT_XLOG_WRITE_NS,
 	CNT_MAX,
 };
 

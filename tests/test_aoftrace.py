@@ -77,6 +77,12 @@ def test_counts_and_totals_match_bpftrace(server, tmp_path):
     # Every SET reached the AOF: 20000 commands of at least 100 bytes each went through write().
     assert rep["flush"]["write_bytes"] > 20000 * 100
     assert rep["flush"]["p50_us"] <= rep["flush"]["p99_us"] <= rep["flush"]["max_us"]
+    # Every fdatasync of a growing file must commit its size: a jbd2 commit or an XFS log force.
+    assert rep["fdatasync"]["forced_commits"] >= 0.99 * rep["fdatasync"]["count"]
+    if rep["fs"]["type"] == "ext4":
+        assert rep["fs"]["jbd2"]["commits"] > 0 and rep["fs"]["jbd2"]["logging_us"] > 0
+    else:
+        assert rep["fs"]["type"] == "xfs" and rep["fs"]["xfs_log"]["iclog_writes"] > 0
     # The histogram and the quantile line are printed.
     assert "usecs" in at.output and "p99.9" in at.output
 

@@ -804,6 +804,23 @@ static void print_fs_block(struct aoftrace_bpf *obj)
 	printf("journal/log commits on it: %llu; main-thread fdatasyncs that forced one: %llu\n",
 	       (unsigned long long)sum_counter(obj, CNT_JOURNAL_COMMITS),
 	       (unsigned long long)fsx.syncs_with_commit);
+	{
+		uint64_t n = sum_counter(obj, CNT_JBD2_COMMITS), x = sum_counter(obj, CNT_XLOG_WRITES);
+
+		if (n)
+			printf("jbd2 commits: %llu, on average %.1f us: start %.1f, locked (handles) %.1f, "
+			       "flushing (ordered data) %.1f, logging (journal + commit block) %.1f\n",
+			       (unsigned long long)n,
+			       mean_us(sum_counter(obj, CNT_JBD2_START_NS) + sum_counter(obj, CNT_JBD2_LOCKED_NS) +
+				       sum_counter(obj, CNT_JBD2_FLUSHING_NS) + sum_counter(obj, CNT_JBD2_LOGGING_NS), n),
+			       mean_us(sum_counter(obj, CNT_JBD2_START_NS), n),
+			       mean_us(sum_counter(obj, CNT_JBD2_LOCKED_NS), n),
+			       mean_us(sum_counter(obj, CNT_JBD2_FLUSHING_NS), n),
+			       mean_us(sum_counter(obj, CNT_JBD2_LOGGING_NS), n));
+		if (x)
+			printf("XFS iclog writes: %llu, %.1f us on average from submission to completion\n",
+			       (unsigned long long)x, mean_us(sum_counter(obj, CNT_XLOG_WRITE_NS), x));
+	}
 	read_blkstats(obj, bs);
 	for (int i = 0; i < ISS_MAX; i++)
 		for (int k = 0; k < RQ_MAX; k++)
@@ -1066,6 +1083,17 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "bytes_written", fsx.bytes_written);
 	jw_u64(&w, "size_growth_bytes", fsx.size_growth);
 	jw_u64(&w, "journal_commits", sum_counter(obj, CNT_JOURNAL_COMMITS));
+	jw_obj(&w, "jbd2");
+	jw_u64(&w, "commits", sum_counter(obj, CNT_JBD2_COMMITS));
+	jw_dbl(&w, "start_us", us(sum_counter(obj, CNT_JBD2_START_NS)));
+	jw_dbl(&w, "locked_us", us(sum_counter(obj, CNT_JBD2_LOCKED_NS)));
+	jw_dbl(&w, "flushing_us", us(sum_counter(obj, CNT_JBD2_FLUSHING_NS)));
+	jw_dbl(&w, "logging_us", us(sum_counter(obj, CNT_JBD2_LOGGING_NS)));
+	jw_obj_end(&w);
+	jw_obj(&w, "xfs_log");
+	jw_u64(&w, "iclog_writes", sum_counter(obj, CNT_XLOG_WRITES));
+	jw_dbl(&w, "iclog_write_us", us(sum_counter(obj, CNT_XLOG_WRITE_NS)));
+	jw_obj_end(&w);
 	jw_u64(&w, "offset_mismatches", fsx.offset_mismatches);
 	jw_u64(&w, "growth_mismatches", fsx.growth_mismatches);
 	jw_obj_end(&w);
