@@ -942,15 +942,7 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 
 static void json_lhist(struct jw *w, const struct lhist *h)
 {
-	jw_u64(w, "count", h->count);
-	jw_dbl(w, "total_us", us(h->sum));
-	jw_dbl(w, "avg_us", h->count ? us(h->sum) / h->count : 0);
-	jw_dbl(w, "p50_us", us(lhist_quantile(h, 0.5)));
-	jw_dbl(w, "p90_us", us(lhist_quantile(h, 0.9)));
-	jw_dbl(w, "p99_us", us(lhist_quantile(h, 0.99)));
-	jw_dbl(w, "p999_us", us(lhist_quantile(h, 0.999)));
-	jw_dbl(w, "min_us", us(h->min));
-	jw_dbl(w, "max_us", us(h->max));
+	jw_lhist_us(w, h, "_us");
 }
 
 static void json_comps(struct jw *w, const char *key, const struct opstat *o)

@@ -293,3 +293,33 @@ void ksyms_free(struct ksyms *ks)
 	free(ks->strs);
 	free(ks);
 }
+
+void jw_lhist_us(struct jw *w, const struct lhist *h, const char *suffix)
+{
+	static const struct {
+		const char *name;
+		double q;	/* < 0: not a quantile */
+	} keys[] = {
+		{ "total", -1 }, { "avg", -2 }, { "p50", 0.5 }, { "p90", 0.9 }, { "p99", 0.99 },
+		{ "p999", 0.999 }, { "min", -3 }, { "max", -4 },
+	};
+	char key[32];
+
+	jw_u64(w, "count", h->count);
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		double ns;
+
+		if (keys[i].q >= 0)
+			ns = lhist_quantile(h, keys[i].q);
+		else if (keys[i].q == -1)
+			ns = h->sum;
+		else if (keys[i].q == -2)
+			ns = h->count ? (double)h->sum / h->count : 0;
+		else if (keys[i].q == -3)
+			ns = h->min;
+		else
+			ns = h->max;
+		snprintf(key, sizeof(key), "%s%s", keys[i].name, suffix);
+		jw_dbl(w, key, ns / 1000.0);
+	}
+}

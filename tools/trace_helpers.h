@@ -62,5 +62,7 @@ void jw_i64(struct jw *w, const char *key, int64_t v);
 void jw_dbl(struct jw *w, const char *key, double v);
 void jw_str(struct jw *w, const char *key, const char *s);
 void jw_bool(struct jw *w, const char *key, bool v);
+/* count, then total, avg, p50, p90, p99, p999, min and max in microseconds, each key + `suffix`. */
+void jw_lhist_us(struct jw *w, const struct lhist *h, const char *suffix);
 
 #endif /* __TRACE_HELPERS_H */

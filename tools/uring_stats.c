@@ -220,13 +220,7 @@ void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_
 static void json_q(struct jw *w, const char *key, const struct lhist *h)
 {
 	jw_obj(w, key);
-	jw_u64(w, "count", h->count);
-	jw_dbl(w, "avg", h->count ? us(h->sum) / h->count : 0);
-	jw_dbl(w, "p50", us(lhist_quantile(h, 0.5)));
-	jw_dbl(w, "p90", us(lhist_quantile(h, 0.9)));
-	jw_dbl(w, "p99", us(lhist_quantile(h, 0.99)));
-	jw_dbl(w, "p999", us(lhist_quantile(h, 0.999)));
-	jw_dbl(w, "max", us(h->max));
+	jw_lhist_us(w, h, "");
 	jw_obj_end(w);
 }
 
