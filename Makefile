@@ -20,7 +20,7 @@ BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(wildcard bpf/*.bpf.c))
 SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(wildcard bpf/*.bpf.c))
 TOOLS     := $(BUILD)/aoftrace $(BUILD)/aofwriter $(BUILD)/uringwriter
 
-.PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench
+.PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench explain
 all: $(TOOLS)
 
 # Keep the BPF objects: bpftool and the tests read them.
@@ -83,8 +83,29 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/sbin/aoftrace $(DESTDIR)$(PREFIX)/bin/aofwriter $(DESTDIR)$(PREFIX)/bin/uringwriter
 
-run-ab:
-	@echo "make run-ab: the A/B runner is not built yet (issue 6)." >&2; exit 2
+# A/B experiments (docs/run-ab.md): every setting may be overridden, e.g. make run-ab QUICK=1 FS=xfs CPUS=1:0
+QUICK :=
+FS :=
+IO :=
+REWRITE :=
+REPS :=
+REQUESTS :=
+PRELOAD :=
+CPUS :=
+SERVER :=
+SERVER_ARGS :=
+OUT :=
+shq = '$(subst ','\'',$(1))'
+run-ab: deps all
+	PYTHONPATH=tools $(PYTHON) -m aofab.runab --quick=$(call shq,$(QUICK)) --fs=$(call shq,$(FS)) \
+	  --io=$(call shq,$(IO)) --rewrite=$(call shq,$(REWRITE)) --reps=$(call shq,$(REPS)) \
+	  --requests=$(call shq,$(REQUESTS)) --preload=$(call shq,$(PRELOAD)) --cpus=$(call shq,$(CPUS)) \
+	  --server=$(call shq,$(SERVER)) --server-args=$(call shq,$(SERVER_ARGS)) --out=$(call shq,$(OUT))
+
+# Differential attribution between two aoftrace JSON reports, run directories or OUT::cell (aofab.explain).
+explain:
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make explain A=a.json B=b.json" >&2; exit 2; }
+	@PYTHONPATH=tools $(PYTHON) -m aofab.explain $(call shq,$(A)) $(call shq,$(B)) $(EXPLAIN_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -16,6 +16,7 @@ PKGS=(
   bpftrace              # independent cross-check of aoftrace's counts
   util-linux procps     # losetup, mount, taskset, pgrep
   python3-venv          # the venv below
+  linux-perf            # perf stat in the A/B runs (make run-ab)
 )
 
 missing=()
@@ -39,4 +40,17 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/requirements.txt
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   cp requirements.txt .venv/requirements.txt
+fi
+
+# Flame graphs of the A/B runs: inferno-flamegraph, built with cargo into a project-local root (git-ignored),
+# only when missing and only if cargo is there (make run-ab then writes folded stacks without SVGs).
+if [ ! -x .cargo-tools/bin/inferno-flamegraph ] && ! command -v inferno-flamegraph >/dev/null; then
+  CARGO=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+  if [ -x "$CARGO" ]; then
+    echo "deps: cargo install inferno into .cargo-tools (a few minutes)"
+    "$CARGO" install -q --locked --root .cargo-tools inferno >/dev/null 2>&1 ||
+      echo "deps: cargo install inferno failed; run-ab will write folded stacks without flame graph SVGs" >&2
+  else
+    echo "deps: cargo not found; run-ab will write folded stacks without flame graph SVGs" >&2
+  fi
 fi

@@ -1,0 +1,416 @@
+"""Write OUT/report.md (paste-ready for a PR discussion), OUT/summary.json, OUT/plots/*.png and
+OUT/flame/*.svg from the runs under OUT/runs (see docs/run-ab.md).
+
+    PYTHONPATH=tools .venv/bin/python -m aofab.report OUT     # re-render a finished run
+"""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+from . import analyze, env, explain
+
+COMP_COLORS = {"oncpu": "#4c72b0", "runqueue": "#dd8452", "block": "#55a868", "journal": "#c44e52",
+               "inode_lock": "#8172b3", "other_lock": "#937860", "throttle": "#da8bc3", "reclaim": "#8c8c8c",
+               "iowq_queue": "#ccb974", "other_offcpu": "#64b5cd", "unattributed": "#dddddd"}
+
+
+def f1(x):
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def f0(x):
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0f}"
+
+
+def inferno():
+    for p in (shutil.which("inferno-flamegraph"), os.path.join(env.ROOT, ".cargo-tools", "bin", "inferno-flamegraph"),
+              os.path.expanduser("~/.cargo/bin/inferno-flamegraph")):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+# --- comparisons ---------------------------------------------------------------------------------------------
+
+def comparisons(cells):
+    """(title, kind, subject, context, A cell, B cell) for: each io vs the baseline io (rewrite off, then on),
+    rewrite off vs on (per io), and the second fs vs the first (per io and rewrite); all per fs."""
+    fss = sorted({c["fs"] for c in cells.values()}, key=["xfs", "ext4"].index)
+    ios = []
+    for c in cells.values():
+        if c["io"] not in ios:
+            ios.append(c["io"])
+    rws = [r for r in ("off", "on") if any(c["rewrite"] == r for c in cells.values())]
+    base = "write" if "write" in ios else ios[0]
+    out = []
+
+    def get(fs, io, rw):
+        return cells.get(analyze.cell_key(fs, io, rw))
+    for rw in rws:
+        for fs in fss:
+            for io in ios:
+                if io == base:
+                    continue
+                a, b = get(fs, base, rw), get(fs, io, rw)
+                if a and b:
+                    out.append((f"{base} vs {io}, rewrite {rw}, {fs}", "io", *explain.describe("io", base, io), a, b))
+    if len(rws) == 2:
+        for fs in fss:
+            for io in ios:
+                a, b = get(fs, io, "off"), get(fs, io, "on")
+                if a and b:
+                    out.append((f"rewrite off vs on, {io}, {fs}", "rewrite", *explain.describe("rewrite", "off", "on"),
+                                a, b))
+    if len(fss) == 2:
+        for rw in rws:
+            for io in ios:
+                a, b = get(fss[0], io, rw), get(fss[1], io, rw)
+                if a and b:
+                    out.append((f"{fss[0]} vs {fss[1]}, {io}, rewrite {rw}", "fs", *explain.describe("fs", fss[0], fss[1]),
+                                a, b))
+    return out
+
+
+# --- plots ---------------------------------------------------------------------------------------------------
+
+def plots(out, cells):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pdir = os.path.join(out, "plots")
+    os.makedirs(pdir, exist_ok=True)
+    keys = list(cells)
+    x = list(range(len(keys)))
+    files = {}
+
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(keys) + 3), 8), sharex=True)
+    names = [p for p, _ in analyze.PCTS]
+    w = 0.8 / len(names)
+    for ax, op in zip(axes, analyze.OPS):
+        for j, p in enumerate(names):
+            vals = [cells[k][op]["pct"][p] for k in keys]
+            vals = [v if v and v == v else 0 for v in vals]
+            ax.bar([i - 0.4 + w * (j + 0.5) for i in x], vals, w, label=p)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{op} latency (us)")
+        ax.set_title(f"{op}: p50/p90/p99/p99.9/max per cell (median across reps)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(ncol=5, fontsize=8)
+    axes[1].set_xticks(x, keys, rotation=30, ha="right")
+    fig.tight_layout()
+    files["latency"] = os.path.join(pdir, "latency.png")
+    fig.savefig(files["latency"], dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.2 * len(keys) + 4), 5.5))
+    for ax, op in zip(axes, analyze.OPS):
+        bottom = [0.0] * len(keys)
+        for c in analyze.COMPONENTS:
+            vals = [cells[k][op]["per_op_us"].get(c, 0.0) for k in keys]
+            if not any(v > 0 for v in vals):
+                continue
+            ax.bar(x, vals, 0.6, bottom=bottom, label=explain.NAMES[c], color=COMP_COLORS[c])
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_xticks(x, keys, rotation=30, ha="right")
+        ax.set_ylabel(f"mean us per {op}")
+        ax.set_title(f"{op}: where the time goes")
+        ax.grid(axis="y", alpha=0.3)
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    order = [explain.NAMES[c] for c in analyze.COMPONENTS if explain.NAMES[c] in handles]
+    axes[1].legend([handles[n] for n in order], order, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    files["components"] = os.path.join(pdir, "components.png")
+    fig.savefig(files["components"], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(keys) + 2), 4.5))
+    means = [cells[k]["ops_mean"] for k in keys]
+    cis = [cells[k]["ops_ci95"] if cells[k]["ops_ci95"] == cells[k]["ops_ci95"] else 0 for k in keys]
+    colors = ["#4c72b0" if cells[k]["rewrite"] == "off" else "#dd8452" for k in keys]
+    ax.bar(x, [m if m == m else 0 for m in means], 0.6, yerr=cis, capsize=5, color=colors)
+    for k, i in zip(keys, x):
+        ax.scatter([i] * len(cells[k]["ops"]), cells[k]["ops"], color="black", s=10, zorder=3)
+    ax.set_xticks(x, keys, rotation=30, ha="right")
+    ax.set_ylabel("SET ops/s (mean, 95% CI; dots: reps)")
+    ax.set_title("redis-benchmark throughput (blue: rewrite off, orange: rewrite on)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    files["throughput"] = os.path.join(pdir, "throughput.png")
+    fig.savefig(files["throughput"], dpi=100)
+    plt.close(fig)
+    return files
+
+
+def flames(out, cells, runs):
+    """Merge each cell's folded stacks (all reps) and render them with inferno-flamegraph if it is here."""
+    fdir = os.path.join(out, "flame")
+    os.makedirs(fdir, exist_ok=True)
+    tool = inferno()
+    made, note = {}, None
+    for key in cells:
+        stacks = {}
+        for r in runs:
+            if r["cell"] != key:
+                continue
+            p = os.path.join(r["dir"], "offcpu.folded")
+            if not os.path.exists(p):
+                continue
+            for line in open(p):
+                line = line.rstrip("\n")
+                stack, _, n = line.rpartition(" ")
+                if stack and n.isdigit():
+                    stacks[stack] = stacks.get(stack, 0) + int(n)
+        folded = os.path.join(fdir, f"{key}.folded")
+        with open(folded, "w") as f:
+            for st, n in sorted(stacks.items()):
+                f.write(f"{st} {n}\n")
+        made[key] = {"folded": folded, "svg": None}
+        if not stacks or not tool:
+            continue
+        svg = os.path.join(fdir, f"{key}.svg")
+        with open(folded) as fin, open(svg, "w") as fout:
+            r = subprocess.run([tool, "--title", f"off-CPU stacks with wakers: {key} (us, all reps)",
+                                "--countname", "us", "--width", "1400"], stdin=fin, stdout=fout,
+                               stderr=subprocess.PIPE, text=True, timeout=120)
+        if r.returncode == 0:
+            made[key]["svg"] = svg
+        else:
+            os.unlink(svg)
+            note = f"inferno-flamegraph failed: {r.stderr.strip()[:200]}"
+    if not tool:
+        note = ("inferno-flamegraph is not installed (make deps installs it with cargo into .cargo-tools/): "
+                "only the folded files are here; render them with inferno-flamegraph or flamegraph.pl")
+    return made, note
+
+
+# --- report --------------------------------------------------------------------------------------------------
+
+def write(out, wall_s=None):
+    with open(os.path.join(out, "settings.json")) as f:
+        meta = json.load(f)
+    st, envi = meta["settings"], meta["environment"]
+    runs = analyze.load_runs(out)
+    cells_all = analyze.aggregate(runs)
+    cells = {k: cells_all[k] for k in meta["cells"] if k in cells_all}
+    comps = comparisons(cells)
+    try:
+        pngs = plots(out, cells)
+        plot_note = None
+    except Exception as e:  # a report without figures is still a report
+        pngs, plot_note = {}, f"plots failed: {e!r}"
+    fl, flame_note = flames(out, cells, runs)
+    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+
+    L = []
+    srv = st["server"] or f"aofwriter ({envi['aofwriter']})"
+    L.append(f"# AOF A/B: write(2) vs io_uring, rewrite off/on, {' and '.join(st['fs'])} (appendfsync always)")
+    L.append("")
+    L.append(f"`make run-ab{' QUICK=1' if st['quick'] else ''}`: {len(cells)} cells × {st['reps']} repetitions, "
+             f"interleaved (round-robin, start rotated per repetition), {len(runs)} runs"
+             + (f", {wall_s / 60:.1f} min wall time" if wall_s else "") + ".")
+    if st["quick"]:
+        L.append("")
+        L.append("**QUICK run**: one repetition, few requests — the confidence intervals are missing and the "
+                 "numbers are indicative only.")
+    L.append("")
+    L.append("## Environment")
+    L.append("")
+    L.append(f"- Kernel {envi['kernel']} ({envi['machine']}), Debian {envi['debian']}, {envi['cpus']} CPUs "
+             f"({envi['cpu_model']}), memory {envi['memory']}")
+    L.append(f"- Server: {srv}" + (f", args `{st['server_args']}`" if st["server_args"] else "")
+             + f"; pinning: {'server on CPU ' + st['server_cpus'] + ', benchmark on CPU ' + st['bench_cpus'] if st['server_cpus'] else 'none (CPUS unset)'}")
+    L.append(f"- Versions: {envi['aoftrace']}, {envi['aofwriter']}, {envi['redis_benchmark']}, "
+             f"{envi['perf']}" + (f", server `{envi['server']}`" if envi.get("server") else ""))
+    for fsn, fi in envi["fs"].items():
+        ls = fi["loop_settings"]
+        L.append(f"- {fsn}: `{fi['mkfs']}` on a {fi['image_mb']} MB sparse image (on {fi['image_on']}), "
+                 f"device {fi['device']}, mount `{fi['mount_options']}`; loop: `{fi['loop']}` "
+                 f"(NAME DIO LOG-SEC SIZELIMIT RO), direct I/O on, "
+                 + ", ".join(f"{k} {v}" for k, v in ls.items() if k != "direct_io"))
+    L.append(f"- Workload per run: fresh AOF directory; warm-up = preload `redis-benchmark -t set -d 100 -r 100000 "
+             f"-c 50 -P 16 -n {st['preload']}` + `-n {st['warmup']}` unpipelined; measured = `redis-benchmark -t set "
+             f"-d 100 -r 100000 -c 50 -n {st['requests']} --csv`, with aoftrace (`-j`, `-f`) and "
+             f"`perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p PID` attached for it only.")
+    L.append("- rewrite on: " + ("a BGREWRITEAOF loop (the next one as soon as the previous ended)" if st["server"]
+                                 else "aofwriter `--auto-rewrite` (the next rewrite starts as soon as the previous one ended)")
+             + "; the preloaded keys make every rewrite copy the dataset while the measurement runs.")
+    if not envi.get("hw_counters"):
+        L.append("- perf: hardware counters not available here (cycles, instructions: <not supported>); "
+                 "software counters only.")
+    L.append("")
+
+    # verdicts
+    L.append("## Verdicts")
+    L.append("")
+    all_verdicts = {}
+    for title, kind, subj, ctx, a, b in comps:
+        va, vb = explain.side_from_cell(a), explain.side_from_cell(b)
+        v = explain.verdicts(va, vb, subj, ctx, kind)
+        all_verdicts[title] = v
+    for title, v in all_verdicts.items():
+        L.append(f"**{title}**")
+        L.append("")
+        L += [f"- {x}" for x in v]
+        L.append("")
+    if not comps:
+        L.append("(one cell only: nothing to compare)")
+        L.append("")
+
+    # throughput
+    L.append("## Throughput (SET ops/s)")
+    L.append("")
+    L.append("| cell | fs | io | rewrite | reps | ops/s mean | ±95% CI | per rep | SETs per flush |")
+    L.append("| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: |")
+    for k, c in cells.items():
+        spf = c["requests_total"] / c["flush"]["count"] if c["flush"]["count"] else float("nan")
+        L.append(f"| {k} | {c['fs']} | {c['io']} | {c['rewrite']} | {c['reps']} | {f0(c['ops_mean'])} | "
+                 f"{f0(c['ops_ci95'])} | {', '.join(f0(x) for x in c['ops'])} | {f1(spf)} |")
+    L.append("")
+    L.append("CI: Student t, two-sided 95%, over repetitions (missing with one repetition). SETs per flush: "
+             "requests of the measured parts / flushes traced (how many commands one flush and its fdatasync carry).")
+    L.append("")
+
+    # latency
+    L.append("## Latency (us)")
+    L.append("")
+    L.append("Percentiles: the median across repetitions of each repetition's percentile (aoftrace's log-linear "
+             "histograms, ±3%); count and mean: pooled over repetitions. fdatasync = the main thread's "
+             "fdatasync/fsync calls (with a rewrite also the manifest/directory fsyncs of the rewrite steps; "
+             "with `uring-linked`/`uring-sqpoll` the data sync is an io_uring FSYNC: see the io_uring table).")
+    L.append("")
+    L.append("| cell | op | count | mean | p50 | p90 | p99 | p99.9 | max | closure % |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for k, c in cells.items():
+        for op in analyze.OPS:
+            p = c[op]
+            if not p["count"]:
+                L.append(f"| {k} | {op} | 0 | – | " + " | ".join("–" for _ in analyze.PCTS) + " | – |")
+                continue
+            L.append(f"| {k} | {op} | {p['count']} | {f1(p['mean_us'])} | " +
+                     " | ".join(f1(p["pct"][n]) for n, _ in analyze.PCTS) + f" | {f1(p['closure_pct'])} |")
+    L.append("")
+
+    # components
+    for op in analyze.OPS:
+        L.append(f"## Where the time of a {op} goes (mean us per {op})")
+        L.append("")
+        used = [cc for cc in analyze.COMPONENTS if any(c[op]["per_op_us"].get(cc, 0) >= 0.05 for c in cells.values())]
+        L.append("| cell | total | " + " | ".join(explain.NAMES[cc] for cc in used) + " |")
+        L.append("| --- | ---: | " + " | ".join("---:" for _ in used) + " |")
+        for k, c in cells.items():
+            L.append(f"| {k} | {f1(c[op]['mean_us'])} | " + " | ".join(f1(c[op]["per_op_us"].get(cc, 0)) for cc in used)
+                     + " |")
+        L.append("")
+    L.append("Components: `components_us` / `count`, pooled over repetitions. Per SET: see the differential "
+             "tables below.")
+    L.append("")
+
+    # io_uring
+    urows = [(k, opc, u) for k, c in cells.items() for opc, u in sorted(c["uring"].items()) if u["requests"]]
+    if urows:
+        L.append("## io_uring requests (summed over repetitions)")
+        L.append("")
+        L.append("| cell | opcode | requests | inline | punted (io-wq) | hashed | failed | short | latency avg us | "
+                 "latency p99 us | io-wq queue avg us | worker run avg us |")
+        L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for k, opc, u in urows:
+            L.append(f"| {k} | {opc} | {u['requests']} | {u['inline']} | {u['punted']} | {u['hashed']} | {u['failed']} | "
+                     f"{u['short']} | {f1(u['latency_avg_us'])} | {f1(u['latency_p99_us'])} | {f1(u['queue_avg_us'])} | "
+                     f"{f1(u['run_avg_us'])} |")
+        L.append("")
+
+    # rewrite
+    L.append("## Rewrite")
+    L.append("")
+    L.append("| cell | rewrites (children) | child MB written | child fsyncs | fork avg us | fdatasyncs with a child "
+             "alive | fdatasync mean idle / active us | flush mean idle / active us |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for k, c in cells.items():
+        rw = c["rewrite_stats"]
+        L.append(f"| {k} | {rw['count']} | {rw['child_write_bytes'] / 1e6:.1f} | {rw['child_syncs']} | "
+                 f"{f1(rw['fork_avg_us'])} | {rw['active_share_pct']:.0f}% | "
+                 f"{f1(c['fdatasync_idle']['mean_us'])} / {f1(c['fdatasync_active']['mean_us'])} | "
+                 f"{f1(c['flush_idle']['mean_us'])} / {f1(c['flush_active']['mean_us'])} |")
+    L.append("")
+
+    # perf
+    L.append("## CPU (perf stat on the server process, measured part only)")
+    L.append("")
+    L.append("| cell | CPUs utilized | context switches/s | migrations/s | page faults/s |")
+    L.append("| --- | ---: | ---: | ---: | ---: |")
+    for k, c in cells.items():
+        p = c["perf"]
+        L.append(f"| {k} | {p['cpus_utilized']:.2f} | {f0(p['ctx_per_s'])} | {f0(p['migr_per_s'])} | "
+                 f"{f0(p['faults_per_s'])} |")
+    L.append("")
+    L.append("CPUs utilized = task-clock / elapsed time of the perf window; mean over repetitions. "
+             "`perf stat -p` counts the server's threads (io-wq workers are threads of the server).")
+    L.append("")
+
+    # differential tables
+    if comps:
+        L.append("## Differential attribution (B − A, mean us per operation, ranked)")
+        L.append("")
+        for title, kind, subj, ctx, a, b in comps:
+            va, vb = explain.side_from_cell(a), explain.side_from_cell(b)
+            L.append(f"### {title}")
+            L.append("")
+            L.append(f"A = {a['key']}, B = {b['key']}")
+            L.append("")
+            L.append(explain.table_md(va, vb))
+            L.append("")
+
+    # flags
+    L.append("## Flags (what looks wrong or surprising)")
+    L.append("")
+    nflags = 0
+    for k, c in cells.items():
+        for run, f in c["flags"]:
+            L.append(f"- {run}: {f}")
+            nflags += 1
+    if not nflags:
+        L.append("- none: no lost events, no failed or short io_uring requests, no offset/growth mismatches, "
+                 "every fdatasync forced a commit, closure ≥ 95%.")
+    L.append("")
+
+    # figures
+    L.append("## Figures")
+    L.append("")
+    if pngs:
+        L.append(f"- Latency percentiles per cell: [{rel(pngs['latency'])}]({rel(pngs['latency'])})")
+        L.append(f"- Component breakdown per cell: [{rel(pngs['components'])}]({rel(pngs['components'])})")
+        L.append(f"- Throughput with 95% CIs: [{rel(pngs['throughput'])}]({rel(pngs['throughput'])})")
+    if plot_note:
+        L.append(f"- {plot_note}")
+    for k, m in fl.items():
+        if m["svg"]:
+            L.append(f"- Off-CPU flame graph with wakers, {k}: [{rel(m['svg'])}]({rel(m['svg'])}) "
+                     f"(folded: {rel(m['folded'])})")
+        else:
+            L.append(f"- Off-CPU stacks with wakers, {k} (folded, no SVG): {rel(m['folded'])}")
+    if flame_note:
+        L.append(f"- {flame_note}")
+    L.append("")
+    L.append("Raw data per run (aoftrace JSON and text report, folded stacks, redis-benchmark CSV, perf stat "
+             "output, run.json with the settings and timings): `runs/`.")
+    L.append("")
+    path = os.path.join(out, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+    summary = {"settings": st, "environment": envi, "wall_s": wall_s, "verdicts": all_verdicts,
+               "cells": cells, "flame_note": flame_note}
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1, default=str)
+    return path
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m aofab.report OUT")
+    print(write(sys.argv[1]))

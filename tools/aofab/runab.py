@@ -1,0 +1,474 @@
+"""`make run-ab`: interleaved A/B runs of the AOF write path (appendfsync always) — write(2) vs io_uring, without
+and with a concurrent AOF rewrite, on XFS and ext4 — traced by aoftrace and perf stat, then analysed
+(aofab.analyze), explained (aofab.explain) and written up (aofab.report) in OUT.
+
+    PYTHONPATH=tools .venv/bin/python -m aofab.runab [--quick 1] [--fs xfs,ext4] [--io write,uring]
+        [--rewrite off,on] [--reps 3] [--requests N] [--cpus SERVER:BENCH] [--server PATH --server-args ARGS]
+        [--out DIR]
+
+Every setting may be empty, meaning its default (so `make run-ab` can pass its variables through unchanged).
+Resources (loop devices, mounts, processes) live in context managers; SIGINT/SIGTERM unwind them, print
+"interrupted; cleaned up" and exit 130. Bad settings: one line on stderr, exit 2, nothing created.
+See docs/run-ab.md.
+"""
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from . import env, tracing
+
+FS_CHOICES = ("xfs", "ext4")
+IO_CHOICES = ("write", "uring", "uring-linked", "uring-sqpoll")
+REWRITE_CHOICES = ("off", "on")
+CLIENTS, VALUE_SIZE, KEYSPACE = 50, 100, 100000
+PERF_EVENTS_SW = "task-clock,context-switches,cpu-migrations,page-faults"
+PERF_EVENTS_HW = "cycles,instructions"
+IMAGE_MB = 1024
+
+
+class UsageError(Exception):
+    pass
+
+
+def _list(value, default, choices=None, what="value"):
+    if value in (None, ""):
+        return list(default)
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if not items:
+        raise UsageError(f"empty {what} list")
+    for x in items:
+        if choices is not None and x not in choices:
+            raise UsageError(f"unsupported {what} {x!r} (choose from {', '.join(choices)})")
+        if choices is None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", x):
+            raise UsageError(f"bad {what} label {x!r} (letters, digits, _.+- only)")
+    if len(set(items)) != len(items):
+        raise UsageError(f"duplicate {what} in {value!r}")
+    return items
+
+
+def _int(value, default, what, lo):
+    if value in (None, ""):
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise UsageError(f"{what} must be an integer, not {value!r}")
+    if n < lo:
+        raise UsageError(f"{what} must be at least {lo}, not {n}")
+    return n
+
+
+def _cpus(value):
+    if value in (None, ""):
+        return None, None
+    m = re.fullmatch(r"([0-9,-]+):([0-9,-]+)", value)
+    if not m:
+        raise UsageError(f"CPUS must be SERVER_CPUS:BENCH_CPUS, e.g. 1:0, not {value!r}")
+    n = os.cpu_count() or 1
+    for part in m.groups():
+        for tok in part.split(","):
+            bounds = tok.split("-")
+            if not all(b.isdigit() for b in bounds) or len(bounds) > 2 or any(int(b) >= n for b in bounds):
+                raise UsageError(f"CPUS {value!r}: {tok!r} is not a CPU list of this {n}-CPU machine")
+    return m.group(1), m.group(2)
+
+
+def parse_settings(argv=None):
+    ap = argparse.ArgumentParser(prog="aofab.runab", description=__doc__.split("\n\n")[0])
+    for opt in ("quick", "fs", "io", "rewrite", "reps", "requests", "preload", "cpus", "server", "server-args", "out"):
+        ap.add_argument(f"--{opt}", default="")
+    a = ap.parse_args(argv)
+    quick = a.quick not in ("", "0", "no", "false")
+    if a.quick not in ("", "0", "1", "no", "yes", "false", "true"):
+        raise UsageError(f"QUICK must be 0 or 1, not {a.quick!r}")
+    s = argparse.Namespace(quick=quick)
+    s.fs = _list(a.fs, ["xfs", "ext4"], FS_CHOICES, "file system")
+    s.server = a.server or None
+    s.server_args = a.server_args
+    if s.server:
+        if not (os.path.isfile(s.server) and os.access(s.server, os.X_OK)):
+            raise UsageError(f"SERVER {s.server!r} is not an executable file")
+        s.server = os.path.abspath(s.server)
+        try:
+            shlex.split(s.server_args)
+        except ValueError as e:
+            raise UsageError(f"SERVER_ARGS: {e}")
+        if "{io}" in s.server_args:
+            s.io = _list(a.io, ["no", "yes"], None, "io label")
+        else:
+            s.io = _list(a.io, ["default"], None, "io label")
+            if len(s.io) > 1:
+                raise UsageError("with SERVER, several IO values need an {io} placeholder in SERVER_ARGS")
+    else:
+        if a.server_args:
+            raise UsageError("SERVER_ARGS needs SERVER")
+        s.io = _list(a.io, ["write", "uring"], IO_CHOICES, "io method")
+    s.rewrite = _list(a.rewrite, ["off", "on"], REWRITE_CHOICES, "rewrite setting")
+    s.reps = _int(a.reps, 1 if quick else 3, "REPS", 1)
+    s.requests = _int(a.requests, 20000 if quick else 100000, "REQUESTS", 100)
+    s.preload = _int(a.preload, 20000 if quick else 100000, "PRELOAD", 0)
+    s.warmup = 2000
+    s.server_cpus, s.bench_cpus = _cpus(a.cpus)
+    s.cpus = a.cpus
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    s.out = os.path.abspath(a.out or os.path.join(env.ROOT, "results", stamp))
+    if os.path.exists(s.out) and (not os.path.isdir(s.out) or os.listdir(s.out)):
+        raise UsageError(f"OUT {s.out} exists and is not an empty directory")
+    for tool in ("redis-benchmark", "losetup", "mount", "perf") + (("taskset",) if a.cpus else ()):
+        if not shutil.which(tool):
+            raise UsageError(f"{tool} not found (make deps installs it)")
+    for b in ("aoftrace", "aofwriter"):
+        if not os.access(os.path.join(env.BUILD, b), os.X_OK):
+            raise UsageError(f"build/{b} missing: run make")
+    if os.geteuid() != 0:
+        raise UsageError("run-ab mounts loop devices and loads BPF: run it as root")
+    return s
+
+
+# --- signals -------------------------------------------------------------------------------------------------
+
+_interrupted = False
+
+
+def _on_signal(signum, frame):
+    # The first SIGINT/SIGTERM unwinds the `with` blocks; later ones must not interrupt the unwinding.
+    global _interrupted
+    _interrupted = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+class Aoftrace(tracing.Aoftrace):
+    """tracing.Aoftrace that also kills aoftrace when its start-up wait is interrupted (an exception raised
+    inside __enter__ skips __exit__)."""
+
+    def __enter__(self):
+        try:
+            return super().__enter__()
+        except BaseException:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            raise
+
+
+# --- processes a run starts ----------------------------------------------------------------------------------
+
+class PerfStat:
+    """perf stat -x, -p PID over a `with` block; output in `path`. Stopped with SIGINT, killed on error."""
+
+    def __init__(self, pid, path, events):
+        self.argv = ["perf", "stat", "-x", ",", "-e", events, "-p", str(pid), "-o", path]
+        self.proc = None
+        self.elapsed = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.t0 = time.monotonic()
+        try:
+            time.sleep(0.1)   # perf opens its counters in a few ms
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.elapsed = time.monotonic() - self.t0
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL if exc_type else signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr = self.proc.stderr.read().decode(errors="replace")
+        self.proc.stderr.close()
+        return False
+
+
+def resp(port, *args, timeout=5.0):
+    """One command over RESP on 127.0.0.1:port; returns the reply as a string (bulk/simple) or raises."""
+    with contextlib.closing(socket.create_connection(("127.0.0.1", port), timeout=timeout)) as s:
+        msg = f"*{len(args)}\r\n" + "".join(f"${len(str(a).encode())}\r\n{a}\r\n" for a in args)
+        s.sendall(msg.encode())
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            if buf[:1] in (b"+", b"-", b":") and buf.endswith(b"\r\n"):
+                break
+            if buf[:1] == b"$":
+                n = int(buf[1:buf.index(b"\r\n")])
+                if n < 0 or len(buf) >= buf.index(b"\r\n") + 2 + n + 2:
+                    break
+        return buf.decode(errors="replace")
+
+
+def info(port, section="persistence"):
+    out = {}
+    with contextlib.suppress(OSError, ValueError):
+        for line in resp(port, "INFO", section).splitlines():
+            if ":" in line:
+                k, v = line.split(":", 1)
+                out[k] = v.strip()
+    return out
+
+
+class RewriteLoop:
+    """For SERVER=...: BGREWRITEAOF again as soon as the previous rewrite ended, until the block exits."""
+
+    def __init__(self, port):
+        self.port, self.stop, self.started = port, threading.Event(), 0
+
+    def _loop(self):
+        while not self.stop.wait(0.05):
+            i = info(self.port)
+            if i.get("aof_rewrite_in_progress") == "0" and i.get("aof_rewrite_scheduled", "0") == "0":
+                with contextlib.suppress(OSError, ValueError):
+                    if resp(self.port, "BGREWRITEAOF").startswith("+"):
+                        self.started += 1
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+        return False
+
+
+def server_argv(s, cell, workdir, port):
+    pin = ["taskset", "-c", s.server_cpus] if s.server_cpus else []
+    if s.server:
+        extra = shlex.split(s.server_args.replace("{io}", cell["io"]))
+        return pin + [s.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir, "--appendonly", "yes",
+                      "--appendfsync", "always", "--save", "", "--daemonize", "no", "--protected-mode", "yes",
+                      "--logfile", "", *extra]
+    return pin + [os.path.join(env.BUILD, "aofwriter"), "--port", str(port), "--dir", workdir, "--appendfsync",
+                  "always", "--io", cell["io"], *(["--auto-rewrite"] if cell["rewrite"] == "on" else [])]
+
+
+def bench_argv(s, port, requests, pipeline=1, csv=True):
+    pin = ["taskset", "-c", s.bench_cpus] if s.bench_cpus else []
+    return pin + ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set", "-n", str(requests),
+                  "-c", str(CLIENTS), "-d", str(VALUE_SIZE), "-r", str(KEYSPACE),
+                  *(["-P", str(pipeline)] if pipeline > 1 else []), *(["--csv"] if csv else ["-q"])]
+
+
+def parse_csv_rps(text):
+    for line in text.splitlines():
+        cells = [c.strip('"') for c in line.strip().split('","')]
+        if len(cells) >= 2 and cells[0] == "SET":
+            with contextlib.suppress(ValueError):
+                return float(cells[1])
+    return None
+
+
+def one_run(s, cell, rep, idx, fs, hw_ok):
+    """One repetition of one cell on a fresh AOF directory; writes OUT/runs/NNN-cell-rK/."""
+    name = f"{idx:03d}-{cell['key']}-r{rep + 1}"
+    rdir = os.path.join(s.out, "runs", name)
+    os.makedirs(rdir)
+    workdir = os.path.join(fs.mnt, name)
+    os.mkdir(workdir)
+    port = env.free_port()
+    meta = {"cell": cell["key"], "fs": cell["fs"], "io": cell["io"], "rewrite": cell["rewrite"], "rep": rep + 1,
+            "index": idx, "requests": s.requests, "preload": s.preload, "warmup": s.warmup, "clients": CLIENTS,
+            "value_size": VALUE_SIZE, "keyspace": KEYSPACE, "device": fs.dev, "started": time.time()}
+    argv = server_argv(s, cell, workdir, port)
+    meta["server_argv"] = argv
+    try:
+        with env.Server(argv, port, cwd=workdir, log=os.path.join(rdir, "server.log")) as srv:
+            with contextlib.ExitStack() as rw:
+                if cell["rewrite"] == "on" and s.server:
+                    loop = rw.enter_context(RewriteLoop(port))
+                # warm-up: preload keys (pipelined, so the dataset a rewrite copies is big), then a short plain run
+                t0 = time.monotonic()
+                with open(os.path.join(rdir, "warmup.txt"), "w") as f:
+                    if s.preload:
+                        env.run(bench_argv(s, port, s.preload, pipeline=16, csv=False), stdout=f, timeout=600)
+                    env.run(bench_argv(s, port, s.warmup, csv=False), stdout=f, timeout=600)
+                meta["warmup_s"] = time.monotonic() - t0
+                before = info(port)
+                meta["dbsize_before"] = resp(port, "DBSIZE").strip().lstrip(":")
+                events = PERF_EVENTS_SW + ("," + PERF_EVENTS_HW if hw_ok else "")
+                with Aoftrace(srv.pid, os.path.join(rdir, "aoftrace.json"),
+                                      ["-f", os.path.join(rdir, "offcpu.folded")]) as tr:
+                    with PerfStat(srv.pid, os.path.join(rdir, "perf.txt"), events) as perf:
+                        t0 = time.monotonic()
+                        res = env.run(bench_argv(s, port, s.requests), timeout=900)
+                        meta["bench_s"] = time.monotonic() - t0
+                    meta["perf_elapsed_s"] = perf.elapsed
+                    meta["aoftrace_rc"] = tr.stop()
+                    with open(os.path.join(rdir, "aoftrace.txt"), "w") as f:
+                        f.write(tr.output)
+                        if tr.stderr:
+                            f.write("\n# stderr\n" + tr.stderr)
+                if perf.stderr.strip():
+                    with open(os.path.join(rdir, "perf.stderr"), "w") as f:
+                        f.write(perf.stderr)
+                with open(os.path.join(rdir, "benchmark.csv"), "w") as f:
+                    f.write(res.stdout)
+                meta["ops_per_sec"] = parse_csv_rps(res.stdout)
+                after = info(port)
+                meta["rewrites_before"] = int(before.get("aof_rewrites", 0) or 0)
+                meta["rewrites_after"] = int(after.get("aof_rewrites", 0) or 0)
+                if cell["rewrite"] == "on" and s.server:
+                    meta["bgrewriteaof_sent"] = loop.started
+    except Exception as e:   # one failed run is reported, not fatal (KeyboardInterrupt is not an Exception)
+        if _interrupted:
+            raise
+        meta["error"] = f"{type(e).__name__}: {e}"[:500]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        meta["finished"] = time.time()
+        with open(os.path.join(rdir, "run.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+    return meta, rdir
+
+
+def hw_counters_work(fs_mnt):
+    """Whether perf can count cycles here (a VM often has no PMU): a 0.1 s probe on `sleep`."""
+    try:
+        r = subprocess.run(["perf", "stat", "-x", ",", "-e", PERF_EVENTS_HW, "--", "sleep", "0.1"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and "<not supported>" not in r.stderr and "<not counted>" not in r.stderr
+
+
+def environment(s, mounts):
+    def cmd(argv):
+        try:
+            return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "n/a"
+    model = "n/a"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = "n/a"
+    with contextlib.suppress(OSError):
+        mem = open("/proc/meminfo").readline().split(":", 1)[1].strip()
+    e = {"kernel": os.uname().release, "machine": os.uname().machine, "cpus": os.cpu_count(), "cpu_model": model,
+         "memory": mem, "debian": cmd(["cat", "/etc/debian_version"]),
+         "aoftrace": cmd([os.path.join(env.BUILD, "aoftrace"), "--version"]),
+         "aofwriter": cmd([os.path.join(env.BUILD, "aofwriter"), "--version"]),
+         "redis_benchmark": cmd(["redis-benchmark", "--version"]), "perf": cmd(["perf", "--version"]),
+         "server": cmd([s.server, "--version"]) if s.server else None, "fs": {}}
+    for fsname, fs in mounts.items():
+        opts = ""
+        with contextlib.suppress(OSError):
+            for line in open("/proc/mounts"):
+                f = line.split()
+                if f[1] == fs.mnt:
+                    opts = f[3]
+        dev = os.path.basename(fs.dev)
+        sysq = {}
+        for k in ("logical_block_size", "rotational", "scheduler", "max_sectors_kb", "write_cache"):
+            with contextlib.suppress(OSError):
+                sysq[k] = open(f"/sys/block/{dev}/queue/{k}").read().strip()
+        backing_fs = cmd(["stat", "-f", "-c", "%T", os.path.dirname(fs.image)])
+        e["fs"][fsname] = {"device": fs.dev, "mkfs": " ".join(env.MKFS[fsname]), "mount_options": opts,
+                           "image_mb": fs.size_mb, "image_on": backing_fs,
+                           "loop": cmd(["losetup", "--list", "--noheadings", "-O", "NAME,DIO,LOG-SEC,SIZELIMIT,RO",
+                                        fs.dev]),
+                           "loop_settings": {"direct_io": "on (losetup --direct-io=on)", **sysq}}
+    return e
+
+
+def main(argv=None):
+    try:
+        s = parse_settings(argv)
+    except UsageError as e:
+        print(f"run-ab: {e}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    console = Console(stderr=True)
+    t_start = time.monotonic()
+    cells = [{"fs": f, "io": i, "rewrite": r, "key": f"{f}-{i}-{r}"} for f in s.fs for i in s.io for r in s.rewrite]
+    base = None
+    try:
+        os.makedirs(os.path.join(s.out, "runs"), exist_ok=True)
+        base = tempfile.mkdtemp(prefix="aofab-runab-", dir=os.environ.get("AOFTRACE_TMP", "/var/tmp"))
+        with contextlib.ExitStack() as stack:
+            mounts = {f: stack.enter_context(env.LoopFS(f, size_mb=IMAGE_MB, base=base)) for f in s.fs}
+            hw_ok = hw_counters_work(base)
+            envinfo = environment(s, mounts)
+            envinfo["hw_counters"] = hw_ok
+            settings = {k: v for k, v in vars(s).items()}
+            with open(os.path.join(s.out, "settings.json"), "w") as f:
+                json.dump({"settings": settings, "environment": envinfo, "cells": [c["key"] for c in cells]}, f,
+                          indent=1)
+            console.print(f"run-ab: {len(cells)} cells × {s.reps} reps, {s.requests} SETs each, "
+                          f"{'aofwriter' if not s.server else s.server} on {', '.join(s.fs)} → {s.out}", soft_wrap=True)
+            order = []
+            for rep in range(s.reps):
+                k = rep % len(cells)
+                order += [(c, rep) for c in cells[k:] + cells[:k]]
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                          transient=False) as progress:
+                task = progress.add_task("starting", total=len(order))
+                for idx, (cell, rep) in enumerate(order, 1):
+                    progress.update(task, description=f"{cell['fs']:4s} {cell['io']:8s} rewrite {cell['rewrite']:3s} "
+                                                      f"rep {rep + 1}/{s.reps}")
+                    meta, rdir = one_run(s, cell, rep, idx, mounts[cell["fs"]], hw_ok)
+                    ops = meta.get("ops_per_sec")
+                    if meta.get("error"):
+                        progress.console.print(f"  {os.path.basename(rdir)}: FAILED: {meta['error']}")
+                    else:
+                        progress.console.print(f"  {os.path.basename(rdir)}: {ops or float('nan'):.0f} ops/s, "
+                                               f"bench {meta.get('bench_s', 0):.1f} s")
+                    progress.advance(task)
+        shutil.rmtree(base, ignore_errors=True)
+        base = None
+        from . import report
+        wall = time.monotonic() - t_start
+        path = report.write(s.out, wall_s=wall)
+        console.print(f"run-ab: done in {wall:.0f} s (+{time.monotonic() - t_start - wall:.0f} s report): {path}",
+                      soft_wrap=True)
+        return 0
+    except BaseException:
+        if not _interrupted:
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if base:
+            shutil.rmtree(base, ignore_errors=True)
+        print("interrupted; cleaned up", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        if base:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
