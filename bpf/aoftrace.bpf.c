@@ -54,6 +54,7 @@
 #define CLONE_THREAD	0x00010000
 
 const volatile __u32 targ_tgid = 0;
+const volatile bool timeline = false;	/* also send one record per block request (--timeline) */
 const volatile struct aof_krange kranges[MAX_KRANGES] = {};
 const volatile __u32 nr_kranges = 0;
 
@@ -209,6 +210,8 @@ struct {
 
 struct rqinfo {
 	__u64 issue_ns;
+	__u64 sector;
+	__u32 tid;
 	__u64 inherited;		/* the issuing kernel thread's chain */
 	__u64 chain_start;
 	__u8 issuer;
@@ -1283,6 +1286,8 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 		ri.kind = RQ_OTHER;
 	issuer_chain(&ri);
 	ri.issue_ns = bpf_ktime_get_ns();
+	ri.tid = (__u32)id;
+	ri.sector = BPF_CORE_READ(rq, __sector);
 	bpf_map_update_elem(&inflight, &key, &ri, BPF_ANY);
 	return 0;
 }
@@ -1323,6 +1328,24 @@ int BPF_PROG(block_rq_complete, struct request *rq, blk_status_t error, unsigned
 		}
 	}
 	idx = ri->issuer * RQ_MAX + ri->kind;
+	if (timeline && idx < ISS_MAX * RQ_MAX) {
+		struct aof_block_event *be = bpf_ringbuf_reserve(&events, sizeof(*be), 0);
+
+		if (be) {
+			be->type = EV_BLOCK;
+			be->issuer_tid = ri->tid;
+			be->issuer = ri->issuer;
+			be->kind = ri->kind;
+			be->pad = 0;
+			be->bytes = nr_bytes;
+			be->sector = ri->sector;
+			be->issue_ns = ri->issue_ns;
+			be->complete_ns = now;
+			bpf_ringbuf_submit(be, 0);
+		} else {
+			count(CNT_LOST, 1);
+		}
+	}
 	bpf_map_delete_elem(&inflight, &key);
 	if (idx >= ISS_MAX * RQ_MAX)
 		return 0;

@@ -58,6 +58,7 @@ enum aof_event_type {
 	EV_FORK,	/* the target forked a child process */
 	EV_EXIT,	/* a tracked child, or the target itself, exited */
 	EV_UREQ,	/* one io_uring request of the target completed */
+	EV_BLOCK,	/* one block request on the AOF device completed (timeline mode only) */
 };
 
 /* What happened to an io_uring request. */
@@ -161,6 +162,18 @@ struct aof_offkey {
 /* Block requests on the AOF file's device, by who issued them and what they were. */
 enum aof_issuer { ISS_TARGET, ISS_CHILD, ISS_JBD2, ISS_KWORKER, ISS_OTHER, ISS_MAX };
 enum aof_rqkind { RQ_WRITE, RQ_WRITE_FUA, RQ_FLUSH, RQ_READ, RQ_OTHER, RQ_MAX };
+
+struct aof_block_event {
+	__u32 type;		/* EV_BLOCK */
+	__u32 issuer_tid;
+	__u8 issuer;		/* enum aof_issuer */
+	__u8 kind;		/* enum aof_rqkind */
+	__u16 pad;
+	__u32 bytes;
+	__u64 sector;
+	__u64 issue_ns;
+	__u64 complete_ns;
+};
 
 struct aof_blkstat {
 	__u64 count;

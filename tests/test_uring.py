@@ -1,5 +1,6 @@
 """io_uring and io-wq: aoftrace follows every request of the target (docs/io_uring.md)."""
 import contextlib
+import json
 import os
 import subprocess
 import time
@@ -132,3 +133,49 @@ def test_multithread_hashing(direct, loopfs, tmp_path):
         assert w["hashed"] == w["queued"]
         assert w["max_parallel_per_wq"] == 1
     assert rep["uring"]["workers"]["created"] >= 1
+
+
+def check_trace_events(doc):
+    """The Chrome trace-event format, as Perfetto and chrome://tracing read it (the JSON object form)."""
+    assert isinstance(doc, dict) and isinstance(doc["traceEvents"], list)
+    begun = {}
+    for e in doc["traceEvents"]:
+        assert e["ph"] in ("X", "b", "e", "i", "M"), e
+        assert isinstance(e["name"], str) and isinstance(e["pid"], int) and isinstance(e["tid"], int), e
+        if e["ph"] == "M":
+            assert e["name"] in ("process_name", "thread_name") and e["args"]["name"], e
+            continue
+        assert isinstance(e["ts"], (int, float)) and e["ts"] >= 0, e
+        if e["ph"] == "X":
+            assert e["dur"] >= 0, e
+        if e["ph"] == "b":
+            begun[(e["cat"], e["id"])] = e["ts"]
+        if e["ph"] == "e":
+            assert e["ts"] >= begun.pop((e["cat"], e["id"])), e
+    assert not begun, "async slices begun but never ended"
+
+
+def test_timeline(xfs, port, tmp_path):
+    """-T: one representative run as a trace-event timeline: the main thread's flushes, the io-wq worker's
+    requests, the AOF device's block requests and the rewrite child, consistent with the report."""
+    with env.aofwriter(xfs.mnt, port, io="uring-linked") as srv:
+        with tracing.Aoftrace(srv.pid, str(tmp_path / "a.json"), ["-T", str(tmp_path / "trace.json")]) as at:
+            env.benchmark(srv.port, requests=3000, clients=20)
+            srv.cli("BGREWRITEAOF")
+            time.sleep(0.5)
+            assert at.stop() == 0, at.stderr
+    rep = at.report()
+    with open(tmp_path / "trace.json") as f:
+        doc = json.load(f)
+    check_trace_events(doc)
+    ev = doc["traceEvents"]
+    flushes = [e for e in ev if e.get("cat") == "flush"]
+    assert len(flushes) == rep["flush"]["count"]
+    assert all(e["tid"] == srv.pid for e in flushes)
+    runs = [e for e in ev if e["ph"] == "X" and e["name"].startswith("io-wq ") and e["name"] != "io-wq queue"]
+    assert len(runs) == sum(o["punted"] for o in rep["uring"]["ops"].values())
+    assert sum(1 for e in ev if e.get("cat") == "block") == sum(
+        k["count"] for iss in rep["block"].values() for k in iss.values())
+    names = {e["args"]["name"] for e in ev if e["ph"] == "M"}
+    assert any(n.startswith("iou-wrk-") for n in names) and "AOF device" in names
+    assert any(e["ph"] == "i" and e["name"].startswith("fork") for e in ev)

@@ -26,6 +26,7 @@
 #include "aoftrace.skel.h"
 #include "offcpu.h"
 #include "trace_helpers.h"
+#include "timeline.h"
 #include "uring_stats.h"
 
 #define AOFTRACE_VERSION "0.1"
@@ -39,6 +40,7 @@ static struct env {
 	const char *binary;
 	const char *btf_path;
 	const char *folded_path;
+	const char *timeline_path;
 	int top;
 	bool check;
 	bool verbose;
@@ -61,6 +63,7 @@ static const char argp_program_doc[] =
 "    aoftrace -p 1234 -d 10 -f off.folded   # off-CPU stacks with wakers, for a flame graph\n"
 "    aoftrace -p 1234 -b ./src/valkey-server  # take symbols from this binary\n"
 "    aoftrace -p 1234 -a                    # any process: its fsyncs and io_uring requests\n"
+"    aoftrace -p 1234 -d 5 -T trace.json    # a timeline for Perfetto / chrome://tracing\n"
 "    aoftrace --check                       # what this kernel offers the tool\n";
 
 enum { OPT_CHECK = 0x100, OPT_BTF };
@@ -73,6 +76,8 @@ static const struct argp_option opts[] = {
 	{ "binary", 'b', "BINARY", 0, "Server binary with the symbols (default: /proc/PID/exe)", 0 },
 	{ "folded", 'f', "FILE", 0, "Write off-CPU stacks with their wakers, folded, to FILE", 0 },
 	{ "top", 't', "N", 0, "Print the N longest off-CPU stacks (default 5)", 0 },
+	{ "timeline", 'T', "FILE", 0, "Write every flush, sync, io_uring and block request as a Chrome trace-event "
+	  "timeline to FILE", 0 },
 	{ "verbose", 'v', NULL, 0, "Print libbpf debug messages", 0 },
 	{ "any", 'a', NULL, 0, "Trace a process without flushAppendOnlyFile too (no flush figures)", 0 },
 	{ "check", OPT_CHECK, NULL, 0, "Report what this kernel offers and exit", 0 },
@@ -132,6 +137,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		break;
 	case 'f':
 		env.folded_path = arg;
+		break;
+	case 'T':
+		env.timeline_path = arg;
 		break;
 	case 't':
 		errno = 0;
@@ -409,6 +417,8 @@ static char target_comm[TASK_COMM_LEN + 1];
 static int handle_event(void *ctx, void *data, size_t len)
 {
 	const struct aof_flush_event *f = data;
+
+	timeline_event(data, len);
 	const struct aof_sync_event *s = data;
 	const struct aof_proc_event *p = data;
 	struct totals *t[2] = { &all, &ival };
@@ -1231,6 +1241,8 @@ int main(int argc, char **argv)
 		check_output_path(env.json_path);
 	if (env.folded_path)
 		check_output_path(env.folded_path);
+	if (env.timeline_path)
+		check_output_path(env.timeline_path);
 	ksyms = ksyms_load(NULL);
 	if (!ksyms)
 		die("cannot read /proc/kallsyms: %s", strerror(errno));
@@ -1240,6 +1252,7 @@ int main(int argc, char **argv)
 	if (!obj)
 		die("cannot open BPF object: %s", strerror(errno));
 	obj->rodata->targ_tgid = env.pid;
+	obj->rodata->timeline = env.timeline_path != NULL;
 	{
 		struct aof_krange kr[MAX_KRANGES];
 		int n = build_kranges(ksyms, kr, MAX_KRANGES);
@@ -1276,6 +1289,13 @@ int main(int argc, char **argv)
 		if (fd < 0 || !(json = fdopen(fd, "w"))) {
 			err = -errno;
 			fprintf(stderr, "aoftrace: cannot write %s: %s\n", env.json_path, strerror(errno));
+			goto cleanup;
+		}
+	}
+	if (env.timeline_path) {
+		err = timeline_open(env.timeline_path, env.pid, comp_names, now_ns());
+		if (err) {
+			fprintf(stderr, "aoftrace: cannot write %s: %s\n", env.timeline_path, strerror(-err));
 			goto cleanup;
 		}
 	}
@@ -1334,6 +1354,10 @@ int main(int argc, char **argv)
 			}
 			json = NULL;
 		}
+		if (env.timeline_path && (err = timeline_close())) {
+			fprintf(stderr, "aoftrace: cannot write %s: %s\n", env.timeline_path, strerror(-err));
+			goto cleanup;
+		}
 		if (env.folded_path) {
 			int fd = open(env.folded_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
 			FILE *ff = fd < 0 ? NULL : fdopen(fd, "w");
@@ -1349,6 +1373,7 @@ int main(int argc, char **argv)
 cleanup:
 	if (json)
 		fclose(json);
+	timeline_close();
 	ring_buffer__free(rb);
 	for (int i = 0; i < 2; i++)
 		bpf_link__destroy(links[i]);

@@ -56,11 +56,11 @@ void uring_init(const char *btf_path)
 	btf__free(btf);
 }
 
-static const char *op_name(int op)
+const char *uring_op_name(int op)
 {
 	static char buf[16];
 
-	if (op_names[op])
+	if (op >= 0 && op < MAX_OPS && op_names[op])
 		return op_names[op];
 	snprintf(buf, sizeof(buf), "OP_%d", op);
 	return buf;
@@ -185,7 +185,7 @@ void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_
 
 		if (!o)
 			continue;
-		fprintf(f, "%-12s %8llu %7llu %7llu %7llu %6llu %5llu %9.1f %9.1f %9.1f %9.1f %8d %4d\n", op_name(op),
+		fprintf(f, "%-12s %8llu %7llu %7llu %7llu %6llu %5llu %9.1f %9.1f %9.1f %9.1f %8d %4d\n", uring_op_name(op),
 			(unsigned long long)o->requests, (unsigned long long)o->inline_,
 			(unsigned long long)o->punted, (unsigned long long)o->hashed,
 			(unsigned long long)o->failed, (unsigned long long)o->short_,
@@ -233,7 +233,7 @@ void uring_json(struct jw *w, const struct uring_workers *wk, const char *const 
 
 		if (!o)
 			continue;
-		jw_obj(w, op_name(op));
+		jw_obj(w, uring_op_name(op));
 		jw_u64(w, "requests", o->requests);
 		jw_u64(w, "inline", o->inline_);
 		jw_u64(w, "punted", o->punted);

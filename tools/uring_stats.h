@@ -20,6 +20,7 @@ struct uring_workers {
 /* Opcode names as the kernel's tracepoints print them, from `enum io_uring_op` in the BTF at path. */
 void uring_init(const char *btf_path);
 void uring_add(const struct aof_ureq_event *e);
+const char *uring_op_name(int op);	/* "WRITE", "FSYNC", ... or "OP_<n>"; not reentrant for unknown ops */
 bool uring_any(void);
 void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_labels[COMP_MAX]);
 void uring_json(struct jw *w, const struct uring_workers *wk, const char *const comp_names[COMP_MAX]);
