@@ -57,6 +57,11 @@ $(BUILD)/test_classify: tests/test_classify.c tools/offcpu.c tools/trace_helpers
 $(BUILD)/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
 	$(CC) $(CFLAGS) -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
+# The same aofwriter with -pg (mcount) for uftrace: make run-ab UFTRACE=1 builds it; not part of `all`.
+$(BUILD)/pg/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -pg -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
+
 C_TESTS := $(BUILD)/test_classify
 
 # The multi-threaded io_uring write pattern (one file, a ring per thread; docs/uringwriter.md).
@@ -96,12 +101,14 @@ CPUS :=
 SERVER :=
 SERVER_ARGS :=
 OUT :=
+UFTRACE :=
 shq = '$(subst ','\'',$(1))'
-run-ab: deps all
+run-ab: deps all $(if $(filter 1 yes true,$(UFTRACE)),$(BUILD)/pg/aofwriter)
 	PYTHONPATH=tools $(PYTHON) -m aofab.runab --quick=$(call shq,$(QUICK)) --fs=$(call shq,$(FS)) \
 	  --io=$(call shq,$(IO)) --rewrite=$(call shq,$(REWRITE)) --reps=$(call shq,$(REPS)) \
 	  --requests=$(call shq,$(REQUESTS)) --preload=$(call shq,$(PRELOAD)) --cpus=$(call shq,$(CPUS)) \
-	  --server=$(call shq,$(SERVER)) --server-args=$(call shq,$(SERVER_ARGS)) --out=$(call shq,$(OUT))
+	  --server=$(call shq,$(SERVER)) --server-args=$(call shq,$(SERVER_ARGS)) --out=$(call shq,$(OUT)) \
+	  --uftrace=$(call shq,$(UFTRACE))
 
 # Differential attribution between two aoftrace JSON reports, run directories or OUT::cell (aofab.explain).
 explain:

@@ -232,6 +232,16 @@ struct {
 	__type(value, struct aof_blkstat);
 } blkstats SEC(".maps");
 
+/*
+ * Records are read by user space every 100 ms: waking it at each one would cost the traced thread an
+ * extra wake-up (measured here as ~15 us added to the fdatasync it just made). Wake it only when the
+ * ring is a quarter full.
+ */
+static __always_inline __u64 rb_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 20) ? 0 : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void count(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -509,7 +519,7 @@ int BPF_KRETPROBE(flush_exit)
 		e->write_comp[c] = st->write_tot[c];
 		e->sync_comp[c] = st->sync_tot[c];
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_flags());
 	return 0;
 }
 
@@ -522,21 +532,24 @@ static __always_inline void note_aof_inode(struct inode *inode)
 	aof_dev = BPF_CORE_READ(inode, i_sb, s_dev);
 }
 
-/* Remember the AOF file of a write inside a flush: i_rwsem for lock matching, size and offset. */
-static __always_inline void note_aof_write(struct tstate *st, long nr, int fd, struct pt_regs *regs)
+/*
+ * Remember the AOF file of a write inside a flush: i_rwsem for lock matching, size and offset.
+ * Returns false for a write that is not to a regular file (a tracer's pipe, say): not an AOF write.
+ */
+static __always_inline bool note_aof_write(struct tstate *st, long nr, int fd, struct pt_regs *regs)
 {
 	struct file *f = fd_file(fd);
 	struct inode *inode;
 	__u64 off;
 
 	if (!f)
-		return;
+		return false;
 	inode = BPF_CORE_READ(f, f_inode);
-	if (!inode)
-		return;
+	if (!inode || (BPF_CORE_READ(inode, i_mode) & 0170000) != 0100000 /* S_ISREG */)
+		return false;
 	note_aof_inode(inode);
 	if (st->writes)
-		return;
+		return true;
 	st->inode = (__u64)inode;
 	st->ino = BPF_CORE_READ(inode, i_ino);
 	st->isize_before = BPF_CORE_READ(inode, i_size);
@@ -547,6 +560,7 @@ static __always_inline void note_aof_write(struct tstate *st, long nr, int fd, s
 	if (BPF_CORE_READ(f, f_flags) & 02000 /* O_APPEND */)
 		off = st->isize_before;
 	st->first_off = off;
+	return true;
 }
 
 SEC("tp_btf/sys_enter")
@@ -604,10 +618,11 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 			return 0;
 	}
 	now = bpf_ktime_get_ns();
+	if (who == 1 && is_write(nr) && !note_aof_write(st, nr, (int)PT_REGS_PARM1_CORE_SYSCALL(regs), regs))
+		return 0;
 	st->sys_nr = nr;
 	st->sys_fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
 	if (who == 1 && is_write(nr)) {
-		note_aof_write(st, nr, st->sys_fd, regs);
 		span_open(st, SPAN_WRITE, now);
 	} else if (nr == NR_fsync || nr == NR_fdatasync) {
 		st->commit = 0;
@@ -646,7 +661,7 @@ static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, 
 	e->fd = st->sys_fd;
 	for (int c = 0; c < COMP_MAX; c++)
 		e->comp[c] = st->comp[SPAN_SYNC][c];
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_flags());
 }
 
 SEC("tp_btf/sys_exit")
@@ -1341,7 +1356,7 @@ int BPF_PROG(block_rq_complete, struct request *rq, blk_status_t error, unsigned
 			be->sector = ri->sector;
 			be->issue_ns = ri->issue_ns;
 			be->complete_ns = now;
-			bpf_ringbuf_submit(be, 0);
+			bpf_ringbuf_submit(be, rb_flags());
 		} else {
 			count(CNT_LOST, 1);
 		}
@@ -1512,7 +1527,7 @@ int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_u
 		for (int c = 0; c < COMP_MAX; c++)
 			sub->pend[c] += e->comp[c];
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_flags());
 	bpf_map_delete_elem(&ureqs, &key);
 	return 0;
 }
@@ -1547,7 +1562,7 @@ static __always_inline void emit_proc(__u32 type, __u32 pid, __u32 ppid, const c
 	e->children = nr_children;
 	e->ts_ns = bpf_ktime_get_ns();
 	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), comm);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_flags());
 }
 
 SEC("tp_btf/sched_process_fork")

@@ -17,6 +17,7 @@ PKGS=(
   util-linux procps     # losetup, mount, taskset, pgrep
   python3-venv          # the venv below
   linux-perf            # perf stat in the A/B runs (make run-ab)
+  uftrace               # make run-ab UFTRACE=1: flush/fdatasync totals cross-checked with uftrace (the method of the Valkey #750 discussion)
 )
 
 missing=()

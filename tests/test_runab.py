@@ -123,6 +123,19 @@ def test_quick_run_succeeds_within_budget_and_cleans_up(quick):
                 assert trace["rewrite"]["count"] > 0, "rewrites must overlap the measurement"
 
 
+def test_one_representative_timeline(quick):
+    """One run (the first repetition of the busiest cell) carries a trace-event timeline, linked from the report."""
+    from aofab import tracing
+    out = quick["out"]
+    tls = glob.glob(os.path.join(out, "runs", "*", "timeline.json"))
+    assert len(tls) == 1, tls
+    doc = json.load(open(tls[0]))
+    assert tracing.trace_event_problems(doc) == []
+    cats = {e.get("cat") for e in doc["traceEvents"]}
+    assert {"flush", "block"} <= cats, cats
+    assert os.path.relpath(tls[0], out) in open(os.path.join(out, "report.md")).read()
+
+
 def test_report_figures_equal_the_raw_json(quick):
     out = quick["out"]
     md = open(os.path.join(out, "report.md")).read()
@@ -285,4 +298,61 @@ def test_bad_setting_through_make(tmp_path):
                        timeout=120)
     assert r.returncode == 2
     assert "run-ab: unsupported file system 'btrfs'" in r.stderr
+    assert not out.exists()
+
+
+def test_uftrace_cross_check(tmp_path):
+    """make run-ab UFTRACE=1: aofwriter's -pg build under uftrace record, aoftrace on the same process; the report's
+    "uftrace cross-check" agrees with aoftrace within 5% (counts and totals), and nothing is left behind."""
+    def uftrace_pids():
+        pids = set()
+        for d in glob.glob("/proc/[0-9]*"):
+            try:
+                if open(os.path.join(d, "comm")).read().strip() == "uftrace":
+                    pids.add(int(os.path.basename(d)))
+            except OSError:
+                pass
+        return pids
+    before, ubefore = snapshot(), uftrace_pids()
+    out = str(tmp_path / "out")
+    t0 = time.monotonic()
+    r = subprocess.run(["make", "-s", "run-ab", "QUICK=1", "UFTRACE=1", "FS=xfs", "IO=write", "REWRITE=off",
+                        f"OUT={out}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    wall = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert wall <= 60, wall
+    assert_clean(before)
+    assert not uftrace_pids() - ubefore
+    assert os.access(os.path.join(ROOT, "build", "pg", "aofwriter"), os.X_OK)
+    md = open(os.path.join(out, "report.md")).read()
+    assert "## uftrace cross-check" in md
+    rows = table(md, "| run | function | uftrace calls")
+    (d,) = glob.glob(os.path.join(out, "runs", "*"))
+    trace = json.load(open(os.path.join(d, "aoftrace.json")))
+    meta = json.load(open(os.path.join(d, "run.json")))
+    assert meta["uftrace"]["rc"] == 0 and "uftrace record" in meta["uftrace"]["command"]
+    assert os.path.getsize(os.path.join(d, "uftrace.txt")) > 0 and os.path.isdir(os.path.join(d, "uftrace.data"))
+    fl, fd = trace["flush"], trace["fdatasync"]
+    want = {"flushAppendOnlyFile, all calls": (fl["calls"], fl["total_us"] + fl["empty_total_us"]),
+            "flushAppendOnlyFile, calls that wrote": (fl["count"], fl["total_us"]),
+            "fdatasync+fsync, main thread": (fd["count"], fd["total_us"])}
+    assert sorted(row[1] for row in rows) == sorted(want)
+    for row in rows:
+        u_calls, a_calls, u_ms, a_ms = int(row[2]), int(row[3]), float(row[5]), float(row[6])
+        # aoftrace's side is the JSON's; uftrace's side saw the same calls
+        assert a_calls == want[row[1]][0] and abs(a_ms - want[row[1]][1] / 1000) <= 0.0006, row
+        assert a_calls > 100 and a_ms > 10, row
+        assert abs(u_calls / a_calls - 1) <= 0.05, row
+        assert abs(u_ms / a_ms - 1) <= 0.05, row
+        assert abs(float(row[4]) - u_calls / a_calls) <= 0.0001 and abs(float(row[7]) - u_ms / a_ms) <= 0.001, row
+        assert row[8] == "✓", row
+    assert "uftrace:" not in md.split("## Flags")[1]
+
+
+def test_uftrace_with_server_is_refused(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([PY, "-m", "aofab.runab", f"--out={out}", "--uftrace=1", "--server=/usr/bin/redis-server"],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == "run-ab: UFTRACE=1 runs aofwriter's -pg build under uftrace; it does not apply to SERVER"
     assert not out.exists()

@@ -135,26 +135,6 @@ def test_multithread_hashing(direct, loopfs, tmp_path):
     assert rep["uring"]["workers"]["created"] >= 1
 
 
-def check_trace_events(doc):
-    """The Chrome trace-event format, as Perfetto and chrome://tracing read it (the JSON object form)."""
-    assert isinstance(doc, dict) and isinstance(doc["traceEvents"], list)
-    begun = {}
-    for e in doc["traceEvents"]:
-        assert e["ph"] in ("X", "b", "e", "i", "M"), e
-        assert isinstance(e["name"], str) and isinstance(e["pid"], int) and isinstance(e["tid"], int), e
-        if e["ph"] == "M":
-            assert e["name"] in ("process_name", "thread_name") and e["args"]["name"], e
-            continue
-        assert isinstance(e["ts"], (int, float)) and e["ts"] >= 0, e
-        if e["ph"] == "X":
-            assert e["dur"] >= 0, e
-        if e["ph"] == "b":
-            begun[(e["cat"], e["id"])] = e["ts"]
-        if e["ph"] == "e":
-            assert e["ts"] >= begun.pop((e["cat"], e["id"])), e
-    assert not begun, "async slices begun but never ended"
-
-
 def test_timeline(xfs, port, tmp_path):
     """-T: one representative run as a trace-event timeline: the main thread's flushes, the io-wq worker's
     requests, the AOF device's block requests and the rewrite child, consistent with the report."""
@@ -167,7 +147,7 @@ def test_timeline(xfs, port, tmp_path):
     rep = at.report()
     with open(tmp_path / "trace.json") as f:
         doc = json.load(f)
-    check_trace_events(doc)
+    assert tracing.trace_event_problems(doc) == []
     ev = doc["traceEvents"]
     flushes = [e for e in ev if e.get("cat") == "flush"]
     assert len(flushes) == rep["flush"]["count"]

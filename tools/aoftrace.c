@@ -1320,7 +1320,10 @@ int main(int argc, char **argv)
 	while (!exiting) {
 		uint64_t now;
 
+		/* The BPF side rarely wakes us (BPF_RB_NO_WAKEUP): poll as a 100 ms tick, then drain. */
 		err = ring_buffer__poll(rb, 100);
+		if (err >= 0)
+			err = ring_buffer__consume(rb);
 		if (err < 0 && err != -EINTR) {
 			fprintf(stderr, "aoftrace: ring buffer: %s\n", strerror(-err));
 			goto cleanup;

@@ -136,6 +136,54 @@ def flags_for(run):
         fl.append("no main-thread fdatasync (and no io_uring FSYNC) traced")
     if t.get("flush", {}).get("count", 0) == 0:
         fl.append("no flush traced (server without a probe-able flushAppendOnlyFile?)")
+    fl += uftrace_flags(run)
+    return fl
+
+
+# --- UFTRACE=1: uftrace's totals against aoftrace's, on the same run ------------------------------------------
+
+UFTRACE_TOLERANCE = 0.05
+
+
+def ratio(u, a):
+    """uftrace / aoftrace; 1.0 when both are zero, inf when only aoftrace's is."""
+    return u / a if a else (1.0 if not u else float("inf"))
+
+
+def uftrace_rows(run):
+    """[{what, u_calls, a_calls, u_total_us, a_total_us, calls_ratio, total_ratio, agree}] for a run made with
+    UFTRACE=1 (uftrace's calls that began in aoftrace's window: run.json `uftrace`); [] otherwise."""
+    u, t = run.get("uftrace"), run.get("trace")
+    if not u or u.get("error") or not t:
+        return []
+    fl, fd = t.get("flush", {}), t.get("fdatasync", {})
+    rows = [("flushAppendOnlyFile, all calls", u["flush"], fl.get("calls", 0),
+             fl.get("total_us", 0.0) + fl.get("empty_total_us", 0.0)),
+            ("flushAppendOnlyFile, calls that wrote", u["flush_wrote"], fl.get("count", 0), fl.get("total_us", 0.0)),
+            ("fdatasync+fsync, main thread", u["fdatasync"], fd.get("count", 0), fd.get("total_us", 0.0))]
+    out = []
+    for what, uo, a_calls, a_total in rows:
+        r = {"what": what, "u_calls": uo["count"], "a_calls": a_calls, "u_total_us": uo["total_us"],
+             "a_total_us": a_total, "calls_ratio": ratio(uo["count"], a_calls),
+             "total_ratio": ratio(uo["total_us"], a_total)}
+        r["agree"] = all(abs(r[k] - 1.0) <= UFTRACE_TOLERANCE for k in ("calls_ratio", "total_ratio"))
+        out.append(r)
+    return out
+
+
+def uftrace_flags(run):
+    u = run.get("uftrace")
+    if not u:
+        return []
+    if u.get("error"):
+        return [f"uftrace cross-check failed: {u['error']}"]
+    fl = [f"uftrace: {r['what']} disagrees with aoftrace by more than {UFTRACE_TOLERANCE:.0%} (calls "
+          f"{r['u_calls']} vs {r['a_calls']}, total {r['u_total_us']:.0f} vs {r['a_total_us']:.0f} us)"
+          for r in uftrace_rows(run) if not r["agree"]]
+    if u.get("lost"):
+        fl.append(f"uftrace lost records ({u['lost']} lost-record lines in uftrace dump)")
+    if u.get("rc"):
+        fl.append(f"uftrace record exited with {u['rc']}")
     return fl
 
 

@@ -3,6 +3,7 @@ OUT/flame/*.svg from the runs under OUT/runs (see docs/run-ab.md).
 
     PYTHONPATH=tools .venv/bin/python -m aofab.report OUT     # re-render a finished run
 """
+import glob
 import json
 import math
 import os
@@ -189,6 +190,58 @@ def flames(out, cells, runs):
     return made, note
 
 
+# --- UFTRACE=1 -----------------------------------------------------------------------------------------------
+
+def uftrace_section(runs, out):
+    """The "uftrace cross-check" section (markdown lines) and its rows per run; nothing without UFTRACE=1."""
+    used = [r for r in runs if r.get("uftrace")]
+    if not used:
+        return [], {}
+    L = ["## uftrace cross-check", ""]
+    cmd = next((r["uftrace"]["command"] for r in used if r["uftrace"].get("command")), "uftrace record")
+    L.append(f"`UFTRACE=1`: every run's aofwriter was the `-pg` build (`build/pg/aofwriter`) started as "
+             f"`{cmd.replace(os.path.join(env.BUILD, ''), 'build/')} ...` (the method of the Valkey #750 "
+             "discussion), with aoftrace attached to the same process. uftrace's figures are the calls of the main "
+             "thread that began while aoftrace was attached (from `uftrace dump`); both tracers see the same "
+             "calls, each with the other's overhead (mcount, uprobes) inside: compare them with each other, not "
+             "with runs without `-pg`. Ratio = uftrace / aoftrace; ✗ marks a difference above "
+             f"{analyze.UFTRACE_TOLERANCE:.0%}. aoftrace's side: `flush.calls` and `flush.total_us + "
+             "flush.empty_total_us` (all calls), `flush.count`/`flush.total_us` (calls that wrote: uftrace's calls "
+             "with an `aofWrite` child), `fdatasync.count`/`fdatasync.total_us` (uftrace's `fdatasync` and `fsync` "
+             "calls).")
+    L.append("")
+    L.append("Expected differences: uftrace times `fdatasync` as a libc call (its PLT hook), aoftrace as a syscall "
+             "(`sys_enter` to `sys_exit`), so uftrace's includes the syscall entry and exit paths, aoftrace's BPF "
+             "programs on them and the return to user space (within 1% here since aoftrace stopped waking its "
+             "reader at every record; before, the wake-up added about 15 us per call); a call that straddles the "
+             "start or end of the window can count on one side only. libmcount's `writev` to uftrace's channel "
+             "inside a flush is not counted as an AOF write: aoftrace counts writes to regular files only.")
+    L.append("")
+    L.append("| run | function | uftrace calls | aoftrace calls | calls ratio | uftrace total ms | aoftrace total ms "
+             "| total ratio | agree |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    rows = {}
+    for r in used:
+        name = os.path.basename(r["dir"])
+        if r["uftrace"].get("error"):
+            L.append(f"| {name} | failed: {r['uftrace']['error']} | | | | | | | ✗ |")
+            continue
+        rows[name] = analyze.uftrace_rows(r)
+        for x in rows[name]:
+            L.append(f"| {name} | {x['what']} | {x['u_calls']} | {x['a_calls']} | {x['calls_ratio']:.4f} | "
+                     f"{x['u_total_us'] / 1000:.3f} | {x['a_total_us'] / 1000:.3f} | {x['total_ratio']:.4f} | "
+                     f"{'✓' if x['agree'] else '✗'} |")
+    L.append("")
+    bad = sum(not x["agree"] for v in rows.values() for x in v) + sum(bool(r["uftrace"].get("error")) for r in used)
+    L.append(f"{'All figures agree' if not bad else f'{bad} disagreement(s)'} within "
+             f"{analyze.UFTRACE_TOLERANCE:.0%}. uftrace's report of each whole run (warm-up included): "
+             + ", ".join(f"[{os.path.relpath(os.path.join(r['dir'], 'uftrace.txt'), out)}]"
+                         f"({os.path.relpath(os.path.join(r['dir'], 'uftrace.txt'), out)})" for r in used) + "; "
+             "its data: `uftrace.data/` in the same directories (`uftrace replay -d ...`).")
+    L.append("")
+    return L, rows
+
+
 # --- report --------------------------------------------------------------------------------------------------
 
 def write(out, wall_s=None):
@@ -366,6 +419,9 @@ def write(out, wall_s=None):
             L.append(explain.table_md(va, vb))
             L.append("")
 
+    ulines, urows = uftrace_section(runs, out)
+    L += ulines
+
     # flags
     L.append("## Flags (what looks wrong or surprising)")
     L.append("")
@@ -396,6 +452,9 @@ def write(out, wall_s=None):
             L.append(f"- Off-CPU stacks with wakers, {k} (folded, no SVG): {rel(m['folded'])}")
     if flame_note:
         L.append(f"- {flame_note}")
+    for tl in sorted(glob.glob(os.path.join(out, "runs", "*", "timeline.json"))):
+        L.append(f"- Timeline of one representative run (Chrome trace-event JSON: open it in Perfetto UI or "
+                 f"chrome://tracing): [{rel(tl)}]({rel(tl)})")
     L.append("")
     L.append("Raw data per run (aoftrace JSON and text report, folded stacks, redis-benchmark CSV, perf stat "
              "output, run.json with the settings and timings): `runs/`.")
@@ -405,6 +464,8 @@ def write(out, wall_s=None):
         f.write("\n".join(L))
     summary = {"settings": st, "environment": envi, "wall_s": wall_s, "verdicts": all_verdicts,
                "cells": cells, "flame_note": flame_note}
+    if urows:
+        summary["uftrace"] = urows
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)
     return path

@@ -89,6 +89,7 @@ def parse_settings(argv=None):
     ap = argparse.ArgumentParser(prog="aofab.runab", description=__doc__.split("\n\n")[0])
     for opt in ("quick", "fs", "io", "rewrite", "reps", "requests", "preload", "cpus", "server", "server-args", "out"):
         ap.add_argument(f"--{opt}", default="")
+    ap.add_argument("--uftrace", default="")
     a = ap.parse_args(argv)
     quick = a.quick not in ("", "0", "no", "false")
     if a.quick not in ("", "0", "1", "no", "yes", "false", "true"):
@@ -132,6 +133,7 @@ def parse_settings(argv=None):
     for b in ("aoftrace", "aofwriter"):
         if not os.access(os.path.join(env.BUILD, b), os.X_OK):
             raise UsageError(f"build/{b} missing: run make")
+    s.uftrace = uftrace_setting(a.uftrace, s.server)
     if os.geteuid() != 0:
         raise UsageError("run-ab mounts loop devices and loads BPF: run it as root")
     return s
@@ -157,12 +159,19 @@ class Aoftrace(tracing.Aoftrace):
 
     def __enter__(self):
         try:
-            return super().__enter__()
+            r = super().__enter__()
+            self.t_on_ns = time.monotonic_ns()    # attached: uftrace's calls are counted from here (UFTRACE=1)
+            return r
         except BaseException:
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
             raise
+
+    def stop(self, *args, **kw):
+        if getattr(self, "t_off_ns", None) is None:
+            self.t_off_ns = time.monotonic_ns()   # ... to here
+        return super().stop(*args, **kw)
 
 
 # --- processes a run starts ----------------------------------------------------------------------------------
@@ -284,6 +293,14 @@ def parse_csv_rps(text):
     return None
 
 
+def timeline_cell(cells):
+    """The cell whose first repetition also records a trace-event timeline (aoftrace -T): the one with the
+    most going on — io_uring with a rewrite, else io_uring, else a rewrite, else the first."""
+    def score(c):
+        return (c["io"] != "write") * 2 + (c["rewrite"] == "on")
+    return max(cells, key=score)["key"] if cells else None
+
+
 def one_run(s, cell, rep, idx, fs, hw_ok):
     """One repetition of one cell on a fresh AOF directory; writes OUT/runs/NNN-cell-rK/."""
     name = f"{idx:03d}-{cell['key']}-r{rep + 1}"
@@ -296,9 +313,12 @@ def one_run(s, cell, rep, idx, fs, hw_ok):
             "index": idx, "requests": s.requests, "preload": s.preload, "warmup": s.warmup, "clients": CLIENTS,
             "value_size": VALUE_SIZE, "keyspace": KEYSPACE, "device": fs.dev, "started": time.time()}
     argv = server_argv(s, cell, workdir, port)
+    if s.uftrace:
+        argv = uftrace_argv(argv, os.path.join(rdir, "uftrace.data"))
     meta["server_argv"] = argv
     try:
-        with env.Server(argv, port, cwd=workdir, log=os.path.join(rdir, "server.log")) as srv:
+        with (UftraceServer if s.uftrace else env.Server)(argv, port, cwd=workdir,
+                                                          log=os.path.join(rdir, "server.log")) as srv:
             with contextlib.ExitStack() as rw:
                 if cell["rewrite"] == "on" and s.server:
                     loop = rw.enter_context(RewriteLoop(port))
@@ -312,8 +332,10 @@ def one_run(s, cell, rep, idx, fs, hw_ok):
                 before = info(port)
                 meta["dbsize_before"] = resp(port, "DBSIZE").strip().lstrip(":")
                 events = PERF_EVENTS_SW + ("," + PERF_EVENTS_HW if hw_ok else "")
-                with Aoftrace(srv.pid, os.path.join(rdir, "aoftrace.json"),
-                                      ["-f", os.path.join(rdir, "offcpu.folded")]) as tr:
+                targs = ["-f", os.path.join(rdir, "offcpu.folded")]
+                if rep == 0 and cell["key"] == getattr(s, "timeline_cell", None):
+                    targs += ["-T", os.path.join(rdir, "timeline.json")]
+                with Aoftrace(srv.pid, os.path.join(rdir, "aoftrace.json"), targs) as tr:
                     with PerfStat(srv.pid, os.path.join(rdir, "perf.txt"), events) as perf:
                         t0 = time.monotonic()
                         res = env.run(bench_argv(s, port, s.requests), timeout=900)
@@ -335,6 +357,8 @@ def one_run(s, cell, rep, idx, fs, hw_ok):
                 meta["rewrites_after"] = int(after.get("aof_rewrites", 0) or 0)
                 if cell["rewrite"] == "on" and s.server:
                     meta["bgrewriteaof_sent"] = loop.started
+        if s.uftrace:
+            meta["uftrace"] = uftrace_results(srv, tr, rdir)
     except Exception as e:   # one failed run is reported, not fatal (KeyboardInterrupt is not an Exception)
         if _interrupted:
             raise
@@ -345,6 +369,117 @@ def one_run(s, cell, rep, idx, fs, hw_ok):
         with open(os.path.join(rdir, "run.json"), "w") as f:
             json.dump(meta, f, indent=1)
     return meta, rdir
+
+
+# --- UFTRACE=1: uftrace on the same runs ---------------------------------------------------------------------
+
+PG_AOFWRITER = os.path.join(env.BUILD, "pg", "aofwriter")
+# Valkey #750 recorded `uftrace record -F flushAppendOnlyFile -F fdatasync`; fsync too, because aoftrace's
+# fdatasync figures are the main thread's fdatasync+fsync (a rewrite's manifest and directory fsyncs).
+UFTRACE_FILTERS = ("^flushAppendOnlyFile$", "^fdatasync$", "^fsync$")
+_DUMP = re.compile(r"^\s*(\d+)\.(\d{9})\s+(\d+): \[(entry|exit) *\] ([^(\s]+)\(")
+
+
+def uftrace_setting(value, server):
+    if value not in ("", "0", "1", "no", "yes", "false", "true"):
+        raise UsageError(f"UFTRACE must be 0 or 1, not {value!r}")
+    if value in ("", "0", "no", "false"):
+        return False
+    if server:
+        raise UsageError("UFTRACE=1 runs aofwriter's -pg build under uftrace; it does not apply to SERVER")
+    if not shutil.which("uftrace"):
+        raise UsageError("uftrace not found (make deps installs it)")
+    if not os.access(PG_AOFWRITER, os.X_OK):
+        raise UsageError("build/pg/aofwriter missing: run make build/pg/aofwriter")
+    return True
+
+
+def uftrace_argv(argv, data):
+    """server_argv's aofwriter command line, as `uftrace record` of the -pg build (taskset stays in front)."""
+    i = argv.index(os.path.join(env.BUILD, "aofwriter"))
+    filters = [x for f in UFTRACE_FILTERS for x in ("-F", f)]
+    return argv[:i] + ["uftrace", "record", "-d", data, "--no-sched", *filters, PG_AOFWRITER] + argv[i + 1:]
+
+
+class UftraceServer(env.Server):
+    """env.Server for `uftrace record ... aofwriter`: `pid` is aofwriter's (uftrace's child, from INFO), and
+    stop() sends SHUTDOWN first so aofwriter exits normally and uftrace writes all its data."""
+
+    def __enter__(self):
+        super().__enter__()
+        try:
+            self.target = int(info(self.port, "server")["process_id"])
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    @property
+    def pid(self):
+        return self.target
+
+    def stop(self, sig=signal.SIGTERM, timeout=30.0):
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                resp(self.port, "SHUTDOWN")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        super().stop(sig)   # SIGTERM to the group if it is still there (aofwriter and uftrace exit on it too)
+
+
+def uftrace_window(data, tid, t_on, t_off):
+    """Calls of thread `tid` that began in [t_on, t_off] (CLOCK_MONOTONIC ns, uftrace's default clock), from
+    `uftrace dump`: flushAppendOnlyFile (all, and those that called aofWrite, i.e. wrote) and fdatasync+fsync."""
+    r = env.run(["uftrace", "dump", "-d", data, "--no-pager", f"--tid={tid}"], timeout=600)
+    res = {k: {"count": 0, "total_us": 0.0} for k in ("flush", "flush_wrote", "fdatasync")}
+    res.update(fdatasync_calls=0, fsync_calls=0, outside_window=0, lost=0)
+    stack = []   # [name, entry ns, wrote]
+    for line in r.stdout.splitlines():
+        m = _DUMP.match(line)
+        if not m:
+            res["lost"] += "lost" in line.lower()
+            continue
+        ts, kind, name = int(m[1]) * 10**9 + int(m[2]), m[4], m[5]
+        if kind == "entry":
+            if name == "aofWrite":
+                for fr in stack:
+                    fr[2] = fr[2] or fr[0] == "flushAppendOnlyFile"
+            stack.append([name, ts, False])
+            continue
+        while stack and stack[-1][0] != name:   # an exit record lost: drop the frames it leaves open
+            stack.pop()
+        if not stack:
+            continue
+        _, t0, wrote = stack.pop()
+        if name not in ("flushAppendOnlyFile", "fdatasync", "fsync"):
+            continue
+        if not t_on <= t0 <= t_off:
+            res["outside_window"] += 1
+            continue
+        keys = (["flush"] + (["flush_wrote"] if wrote else [])) if name == "flushAppendOnlyFile" else ["fdatasync"]
+        for k in keys:
+            res[k]["count"] += 1
+            res[k]["total_us"] += (ts - t0) / 1000.0
+        if name != "flushAppendOnlyFile":
+            res[f"{name}_calls"] += 1
+    return res
+
+
+def uftrace_results(srv, tr, rdir):
+    """After the run: stop aofwriter (uftrace then writes its data), keep `uftrace report` of the whole run in
+    uftrace.txt, and return uftrace's figures over aoftrace's window for run.json."""
+    srv.stop()
+    data = os.path.join(rdir, "uftrace.data")
+    out = {"command": " ".join(srv.argv[srv.argv.index("uftrace"):srv.argv.index(PG_AOFWRITER) + 1]),
+           "rc": srv.proc.returncode, "tid": srv.pid, "window_s": (tr.t_off_ns - tr.t_on_ns) / 1e9}
+    try:
+        rep = env.run(["uftrace", "report", "-d", data, "--no-pager"], timeout=600).stdout
+        with open(os.path.join(rdir, "uftrace.txt"), "w") as f:
+            f.write(rep)
+        out.update(uftrace_window(data, srv.pid, tr.t_on_ns, tr.t_off_ns))
+    except (OSError, subprocess.SubprocessError) as e:
+        out["error"] = f"{type(e).__name__}: {getattr(e, 'stderr', None) or e}"[:500]
+    return out
 
 
 def hw_counters_work(fs_mnt):
@@ -378,6 +513,7 @@ def environment(s, mounts):
          "aoftrace": cmd([os.path.join(env.BUILD, "aoftrace"), "--version"]),
          "aofwriter": cmd([os.path.join(env.BUILD, "aofwriter"), "--version"]),
          "redis_benchmark": cmd(["redis-benchmark", "--version"]), "perf": cmd(["perf", "--version"]),
+         "uftrace": (cmd(["uftrace", "--version"]).splitlines() or ["n/a"])[0] if s.uftrace else None,
          "server": cmd([s.server, "--version"]) if s.server else None, "fs": {}}
     for fsname, fs in mounts.items():
         opts = ""
@@ -414,6 +550,7 @@ def main(argv=None):
     console = Console(stderr=True)
     t_start = time.monotonic()
     cells = [{"fs": f, "io": i, "rewrite": r, "key": f"{f}-{i}-{r}"} for f in s.fs for i in s.io for r in s.rewrite]
+    s.timeline_cell = timeline_cell(cells)
     base = None
     try:
         os.makedirs(os.path.join(s.out, "runs"), exist_ok=True)

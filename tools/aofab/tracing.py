@@ -142,3 +142,36 @@ def keyed_maps(output):
     for m in re.finditer(r"^@(\w+)\[(\d+)\]: (\d+)$", output, re.M):
         out.setdefault(m.group(1), {})[int(m.group(2))] = int(m.group(3))
     return out
+
+
+def trace_event_problems(doc):
+    """What keeps `doc` from being a valid Chrome trace-event file (JSON object form, as Perfetto UI and
+    chrome://tracing read it, restricted to the phases aoftrace writes); an empty list when it is valid."""
+    problems = []
+    if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
+        return ["no traceEvents list"]
+    begun = {}
+    for e in doc["traceEvents"]:
+        ph = e.get("ph")
+        if ph not in ("X", "b", "e", "i", "M"):
+            problems.append(f"unknown phase: {e}")
+            continue
+        if not isinstance(e.get("name"), str) or not isinstance(e.get("pid"), int) or not isinstance(e.get("tid"), int):
+            problems.append(f"name/pid/tid missing: {e}")
+            continue
+        if ph == "M":
+            if e["name"] not in ("process_name", "thread_name") or not e.get("args", {}).get("name"):
+                problems.append(f"bad metadata: {e}")
+            continue
+        if not isinstance(e.get("ts"), (int, float)) or e["ts"] < 0:
+            problems.append(f"bad ts: {e}")
+        if ph == "X" and not (isinstance(e.get("dur"), (int, float)) and e["dur"] >= 0):
+            problems.append(f"bad dur: {e}")
+        if ph == "b":
+            begun[(e.get("cat"), e.get("id"))] = e["ts"]
+        if ph == "e":
+            start = begun.pop((e.get("cat"), e.get("id")), None)
+            if start is None or e["ts"] < start:
+                problems.append(f"async end without a begin before it: {e}")
+    problems += [f"async slice {k} never ended" for k in begun]
+    return problems
