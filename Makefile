@@ -62,7 +62,10 @@ $(BUILD)/pg/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUI
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -pg -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
-C_TESTS := $(BUILD)/test_classify
+$(BUILD)/test_lhist: tests/test_lhist.c tools/trace_helpers.c tools/trace_helpers.h | $(BUILD)
+	$(CC) $(CFLAGS) -Itools tests/test_lhist.c tools/trace_helpers.c -o $@ -lm
+
+C_TESTS := $(BUILD)/test_classify $(BUILD)/test_lhist
 
 # The multi-threaded io_uring write pattern (one file, a ring per thread; docs/uringwriter.md).
 $(BUILD)/uringwriter: tools/uringwriter.c | $(BUILD)

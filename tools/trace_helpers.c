@@ -101,7 +101,7 @@ void lhist_print_log2(FILE *f, const struct lhist *h, uint64_t div, const char *
 		/* Any value of the bucket gives the same log2 slot once divided. */
 		lo = i < LH_SUB ? i : lh_upper(i - 1) + 1;
 		v = lo / div;
-		b = v ? 64 - __builtin_clzll(v) : 0;
+		b = v ? 63 - __builtin_clzll(v) : 0;	/* floor(log2): libbpf-tools slots */
 		log2[b] += h->slots[i];
 	}
 	for (int i = 0; i < 64; i++) {
