@@ -608,11 +608,8 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 		} else if (nr != NR_io_uring_enter) {
 			return 0;	/* sync_file_range: only a child's is counted */
 		}
-	} else if (who == 2 && is_write(nr)) {
-		st = tstate_get((__u32)id);
-		if (!st)
-			return 0;
 	} else {
+		/* a child's write (counted) or anybody's fsync-family call (attributed) */
 		st = tstate_get((__u32)id);
 		if (!st)
 			return 0;
