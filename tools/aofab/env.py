@@ -92,11 +92,19 @@ def wait_port(port, proc=None, timeout=10.0):
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        # Ready means answering PING, not just listening: both servers listen before they load
+        # the AOF (and aofwriter before its bio_aof thread exists); redis-server answers -LOADING.
         with contextlib.closing(socket.socket()) as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+            s.settimeout(1.0)
+            try:
+                s.connect(("127.0.0.1", port))
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    return
+            except OSError:
+                pass
         time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+    raise TimeoutError(f"nothing answers PING on 127.0.0.1:{port} after {timeout}s")
 
 
 class Server:
