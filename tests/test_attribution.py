@@ -98,29 +98,46 @@ def test_concurrent_writer_is_inode_lock(redis, tmp_path):
     check_named(base, hit, "write", "inode_lock")
 
 
+# An fsync storm shaped to load each file system's journal (inject.fsync_storm; docs/attribution.md).
+FSYNC_STORMS = {
+    # data=ordered: a jbd2 commit writes the data of the files in its transaction before its commit block,
+    # so the storm's data lengthens every commit the server's fdatasync waits for.
+    "ext4": dict(procs_n=8, data_bytes=64 << 10),
+    # No ordered data: a storm's data is only block load, and each log force flushes the device's cache
+    # (on a loop device, an fdatasync of the backing file that holds up the server's own data writes).
+    # One process changing 4096 inodes per fsync: few log forces, each writing a large checkpoint.
+    "xfs": dict(procs_n=1, files_n=4096),
+}
+
+
 def test_fsync_storm_is_journal(redis, tmp_path):
-    """A storm of 64 KB write + fsync loops on other files of the same file system. On this 2-vCPU machine
-    with loop devices the storm also loads the device (every XFS log force is a cache flush, i.e. an
-    fdatasync of the loop device's backing file) and the CPUs of the kernel workers, and the engine charges
-    those parts to block and runqueue. What must hold: journal grows, and journal, block and runqueue together explain the added
-    time. The issue's stricter criterion (journal first, with 70%) is reported as an xfail when it is not met
-    (issue 4 stays open for it; figures in docs/attribution.md)."""
-    base, hit = ab(redis, tmp_path, lambda: inject.fsync_storm(redis.fs.mnt, procs_n=8, cpu=OTHER_CPU,
-                                                                data_bytes=64 << 10))
+    """An fsync storm on other files of the same file system, on the other CPU at nice 19 with a 0.1 ms
+    time slice. ext4: 8 processes writing 64 KB and fsyncing. XFS: one process changing the mode of 4096
+    files and fsyncing one of them, metadata only. The ext4 storm on XFS is mostly not journal work: its
+    data writes and the cache flush of every log force delay the server's own data writes (block) and its
+    processes and the kernel workers they keep busy take CPU (runqueue); aoftrace charges both right and
+    journal gets 40-50% of the added time. With the metadata storm, journal is first with 64-90% (median
+    ~72%) on this 2-vCPU machine: the rest is runqueue, the kernel's own log work for the storm's
+    checkpoints (CIL pushes, log I/O completion) taking the CPUs the server's I/O path needs. So on XFS
+    the issue's criterion (journal first, with 70%) is reported as an xfail when a run misses it, after
+    checking what holds in every run; on ext4 it is asserted. Figures and stacks: docs/attribution.md."""
+    fstype = redis.fs.fstype
+    storm = FSYNC_STORMS[fstype]
+    base, hit = ab(redis, tmp_path, lambda: inject.fsync_storm(redis.fs.mnt, cpu=OTHER_CPU, **storm))
+    if fstype != "xfs":
+        check_named(base, hit, "fdatasync", "journal")
+        return
     wb, cb = means(base, "fdatasync")
     wh, ch = means(hit, "fdatasync")
     added = wh - wb
     grew = {c: ch[c] - cb.get(c, 0) for c in ch if c != "unattributed"}
-    summary = f"fdatasync {wb:.0f} -> {wh:.0f} us; grew: " + ", ".join(
+    summary = f"fdatasync: {wb:.0f} -> {wh:.0f} us (+{added:.0f}); grew: " + ", ".join(
         f"{c} {v:+.0f}" for c, v in sorted(grew.items(), key=lambda kv: -kv[1])[:4])
     print(summary)
-    assert grew["journal"] > 50, f"journal did not grow under the storm: {summary}"
-    if added < max(0.1 * wb, 50):
-        # With jbd2 already busy, the wait for it to get a CPU (runqueue) turns into a wait for other
-        # commits (journal): the total can stay flat while the parts move.
-        pytest.xfail(f"the storm did not slow fdatasync measurably in this run: {summary}")
+    assert added > max(0.3 * wb, 50), f"the storm did not slow fdatasync down: {summary}"
     assert grew["journal"] >= 0.25 * added, summary
-    assert grew["journal"] + grew["block"] + grew["runqueue"] >= 0.9 * added, summary
+    assert grew["block"] <= 0.15 * added, f"the storm loaded the device, not the log: {summary}"
+    assert grew["journal"] + grew["runqueue"] >= 0.8 * added, summary
     if max(grew, key=grew.get) != "journal" or grew["journal"] < 0.7 * added:
         pytest.xfail(f"journal is not first with 70% of the added time: {summary}")
 

@@ -112,39 +112,60 @@ def inode_lock_hog(path, size=4 << 20, limit_s=60):
 
 
 _FSYNC_STORM = """
-import os, sys, time
+import ctypes, os, platform, sys, time
 path, end = sys.argv[1], time.monotonic() + float(sys.argv[2])
-os.nice(19)                                    # load the journal, not the CPUs its workers need
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-data = b"d" * int(sys.argv[3])
+data_bytes, files_n = int(sys.argv[3]), int(sys.argv[4])
+
+
+class SchedAttr(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("policy", ctypes.c_uint32), ("flags", ctypes.c_uint64),
+                ("nice", ctypes.c_int32), ("priority", ctypes.c_uint32), ("runtime", ctypes.c_uint64),
+                ("deadline", ctypes.c_uint64), ("period", ctypes.c_uint64)]
+
+
+# SCHED_OTHER at nice 19 with the shortest time slice, 0.1 ms (sched_runtime, Linux 6.12+): at nice 19
+# alone the storm may still run out its slice (EEVDF run-to-parity) while a woken kernel worker waits.
+nr = {"x86_64": 314, "aarch64": 274}.get(platform.machine())
+attr = SchedAttr(ctypes.sizeof(SchedAttr), 0, 0, 19, 0, 100000, 0, 0)
+if nr is None or ctypes.CDLL(None, use_errno=True).syscall(nr, 0, ctypes.byref(attr), 0) != 0:
+    os.nice(19)
+fds = [os.open(f"{path}.{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for i in range(files_n)]
+data = b"d" * data_bytes
 n = 0
 while time.monotonic() < end:
     if data:
-        os.pwrite(fd, data, (n % 256) * len(data))
-    os.fchmod(fd, 0o600 if n % 2 else 0o640)   # an inode change: each fsync is a journal / log commit
-    os.fsync(fd)
+        os.pwrite(fds[0], data, (n % 256) * len(data))
+    for fd in fds:                                  # one inode change per file: log items to commit
+        os.fchmod(fd, 0o600 if n % 2 else 0o640)
+    os.fsync(fds[0])                                # a journal commit / log force carrying all of them
     n += 1
 """
 
 
 @contextlib.contextmanager
-def fsync_storm(directory, procs_n=4, limit_s=60, cpu=None, data_bytes=0):
-    """`procs_n` processes each changing the mode of their own file in `directory` (after writing
-    `data_bytes` to it, if any) and fsyncing it: a stream of journal / log commits. Pinned to `cpu` if
-    given, at nice 19, so that they compete for the journal, not for a CPU."""
+def fsync_storm(directory, procs_n=1, limit_s=60, cpu=None, data_bytes=0, files_n=1):
+    """`procs_n` processes, each in a loop: write `data_bytes` to the first of `files_n` files of its own
+    in `directory` (if any), change the mode of every one of them, fsync the first. Every fsync is a
+    journal commit (ext4: a jbd2 commit, which in data=ordered mode writes the transaction's data first;
+    XFS: a log force, which writes the CIL checkpoint holding every inode changed since the last one).
+    `data_bytes` loads ext4's commits, but on XFS it is plain block load; `files_n` makes each commit
+    carry more log items without more cache flushes (each commit flushes the device's cache); more
+    processes mean more commits and flushes a second and more CPU. They run at nice 19 with a 0.1 ms time
+    slice, pinned to `cpu` if given, so that they load the journal rather than the CPUs its workers need."""
     procs = _Procs()
-    files = [os.path.join(directory, f"fsync-storm-{i}.dat") for i in range(procs_n)]
+    paths = [os.path.join(directory, f"fsync-storm-{i}") for i in range(procs_n)]
     try:
-        for f in files:
-            procs.spawn(_FSYNC_STORM, f, limit_s, data_bytes, cpu=cpu)
+        for p in paths:
+            procs.spawn(_FSYNC_STORM, p, limit_s, data_bytes, files_n, cpu=cpu)
         time.sleep(0.3)
         procs.check()
         yield
     finally:
         procs.close()
-        for f in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f)
+        for p in paths:
+            for i in range(files_n):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{p}.{i}")
 
 
 BLKIO = "/sys/fs/cgroup/blkio"
