@@ -8,6 +8,7 @@ import time
 import pytest
 
 from aofab import env, tracing
+from aofab.tracing import no_progs_left, our_progs  # shared with test_reliability.py
 
 REQUIRED_KEYS = [
     "schema", "target.pid", "target.exe", "window_s", "flush.count", "flush.total_us", "flush.p50_us",
@@ -20,23 +21,6 @@ def dig(d, dotted):
     for k in dotted.split("."):
         d = d[k]
     return d
-
-
-def our_progs():
-    """Names of loaded BPF programs that come from aoftrace.bpf.c."""
-    out = env.run(["bpftool", "prog", "show"]).stdout
-    ours = {"flush_enter", "flush_exit", "sys_enter", "sys_exit", "sched_process_fork", "sched_process_e"}
-    return [n for n in re.findall(r"name (\w+)", out) if n in ours]
-
-
-def no_progs_left(timeout=3.0):
-    """True once none of our programs is loaded; the kernel frees a detached program asynchronously."""
-    deadline = time.monotonic() + timeout
-    while our_progs():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture
@@ -128,10 +112,11 @@ def test_rewrite_child_and_interval_lines(redis, tmp_path):
 
 def test_sigint_detaches_everything(redis, tmp_path):
     with tracing.Aoftrace(redis.pid, str(tmp_path / "a.json")) as at:
-        assert len(our_progs()) >= 4
+        assert len(our_progs(at.proc.pid)) >= 4
+        held = tracing.bpf_fds(at.proc.pid)
         assert at.stop(signal.SIGINT) == 0
     assert "flushAppendOnlyFile()" in at.output
-    assert no_progs_left()
+    assert no_progs_left(held=held, pid=at.proc.pid)
 
 
 def test_sigterm_prints_report(redis, tmp_path):

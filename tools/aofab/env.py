@@ -6,11 +6,11 @@ mkfs only ever runs on image files created here.
 """
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -22,12 +22,70 @@ MKFS = {
 }
 
 
+def _children():
+    """pids of this process's children (any thread's), zombies included."""
+    pids = set()
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as f:
+                pids.update(int(p) for p in f.read().split())
+    return pids
+
+
+def kill_children(keep=()):
+    """Kill (with its process group if it leads one) and reap every child not in `keep`: a KeyboardInterrupt
+    that lands inside subprocess.Popen after its fork leaves a child that no Popen object holds."""
+    for pid in _children() - set(keep):
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def spawn(argv, **kw):
+    """subprocess.Popen that leaves no process behind when interrupted before it returns."""
+    before = _children()
+    try:
+        return subprocess.Popen(argv, **kw)
+    except BaseException as e:
+        if not isinstance(e, Exception):     # KeyboardInterrupt (an OSError from exec leaves no child)
+            kill_children(keep=before)
+        raise
+
+
 def run(cmd, **kw):
     kw.setdefault("check", True)
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
     kw.setdefault("text", True)
-    return subprocess.run(cmd, **kw)
+    before = _children()
+    try:
+        return subprocess.run(cmd, **kw)
+    except BaseException as e:
+        if not isinstance(e, Exception):     # subprocess.run kills its child, unless interrupted inside Popen
+            kill_children(keep=before)
+        raise
+
+
+def finish(cleanup):
+    """Run the idempotent `cleanup` to its end even if a KeyboardInterrupt (Ctrl-C, or run-ab's SIGINT/SIGTERM
+    handler) lands in it: an interrupted umount or kill would leave the mount or the process behind. The
+    cleanup is retried (a few times at most), then the interrupt is raised again."""
+    try:
+        cleanup()
+        return
+    except KeyboardInterrupt as e:
+        interrupt = e
+    for _ in range(4):
+        try:
+            cleanup()
+            break
+        except KeyboardInterrupt:
+            pass
+    raise interrupt
 
 
 class LoopFS:
@@ -47,9 +105,9 @@ class LoopFS:
 
     def __enter__(self):
         try:
-            self.dir = tempfile.mkdtemp(prefix=f"aoftrace-{self.fstype}-", dir=self.base)
+            self.dir = private_dir(f"aoftrace-{self.fstype}-", self.base, self)
             self.image = os.path.join(self.dir, "fs.img")
-            with open(self.image, "wb") as f:
+            with open(self.image, "xb") as f:      # a new file in a new 0700 directory: mkfs runs on nothing else
                 f.truncate(self.size_mb << 20)
             run(MKFS[self.fstype] + [self.image])
             self.dev = run(["losetup", "--direct-io=on", "--find", "--show", self.image]).stdout.strip()
@@ -58,13 +116,19 @@ class LoopFS:
             run(["mount", "-t", self.fstype, self.dev, self.mnt])
             self.mounted = True
             self.loop_settings = run(["losetup", "--list", "--noheadings", "-O", "NAME,DIO,LOG-SEC", self.dev]).stdout.split()
+            return self       # inside the try: an interrupt on this line would otherwise skip __exit__
         except BaseException:
             self.__exit__(None, None, None)
             raise
-        return self
 
     def __exit__(self, *exc):
-        if self.mounted:
+        finish(self._cleanup)
+        return False
+
+    def _cleanup(self):
+        # By what exists, not by what __enter__ recorded: an interrupted `mount` or `losetup` may have done
+        # its work without telling us.
+        if self.mounted or (self.mnt and os.path.ismount(self.mnt)):
             for _ in range(50):
                 if run(["umount", self.mnt], check=False).returncode == 0:
                     break
@@ -72,13 +136,32 @@ class LoopFS:
             else:
                 run(["umount", "-l", self.mnt], check=False)
             self.mounted = False
-        if self.dev:
+        if self.image and os.path.exists(self.image):
+            devs = {l.split(":", 1)[0] for l in run(["losetup", "-j", self.image], check=False).stdout.splitlines()}
+            for dev in sorted(devs | {self.dev} - {None}):
+                run(["losetup", "-d", dev], check=False)
+        elif self.dev:
             run(["losetup", "-d", self.dev], check=False)
-            self.dev = None
+        self.dev = None
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
-        return False
+
+
+def private_dir(prefix, base, owner=None, attr="dir"):
+    """A new 0700 directory `base`/`prefix`XXXXXXXX. With `owner`, its path is stored in `owner`.`attr` before
+    it is created, so that an interrupt right after the mkdir still finds it to remove (tempfile.mkdtemp
+    returns the name only after creating it)."""
+    while True:
+        path = os.path.join(base, prefix + secrets.token_hex(4))
+        if owner is not None:
+            setattr(owner, attr, path)
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            if owner is not None:
+                setattr(owner, attr, None)
 
 
 def free_port():
@@ -120,19 +203,19 @@ class Server:
         return self.proc.pid
 
     def __enter__(self):
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            if self.log:
-                out.close()
-        try:
+            out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+            try:
+                self.proc = spawn(self.argv, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+            finally:
+                if self.log:
+                    out.close()
             wait_port(self.port, self.proc)
-        except BaseException:
+            return self
+        except BaseException:   # an interrupt anywhere in here, even right after the spawn, stops it
             self.__exit__(None, None, None)
             raise
-        return self
 
     def cli(self, *args, check=True, timeout=30):
         return run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *map(str, args)],
@@ -146,12 +229,18 @@ class Server:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.kill()
+        except BaseException:     # interrupted while waiting: do not leave it running
+            self.kill()
+            raise
+
+    def kill(self):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
     def __exit__(self, *exc):
-        self.stop()
+        finish(self.stop)
         return False
 
 

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -185,30 +184,41 @@ class PerfStat:
         self.elapsed = None
 
     def __enter__(self):
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
         self.t0 = time.monotonic()
         try:
+            self.proc = env.spawn(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, start_new_session=True)
             time.sleep(0.1)   # perf opens its counters in a few ms
+            self.t0 = time.monotonic()
+            return self
         except BaseException:
             self.__exit__(*sys.exc_info())
             raise
-        self.t0 = time.monotonic()
-        return self
 
     def __exit__(self, exc_type, *exc):
-        self.elapsed = time.monotonic() - self.t0
+        if self.elapsed is None:
+            self.elapsed = time.monotonic() - self.t0
+        env.finish(lambda: self._stop(signal.SIGKILL if exc_type else signal.SIGINT))
+        return False
+
+    def _stop(self, sig):
+        if self.proc is None:
+            return
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGKILL if exc_type else signal.SIGINT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.stderr = self.proc.stderr.read().decode(errors="replace")
-        self.proc.stderr.close()
-        return False
+                os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            except BaseException:   # interrupted while waiting: do not leave it running
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        if not self.proc.stderr.closed:
+            self.stderr = self.proc.stderr.read().decode(errors="replace")
+            self.proc.stderr.close()
 
 
 def resp(port, *args, timeout=5.0):
@@ -551,10 +561,10 @@ def main(argv=None):
     t_start = time.monotonic()
     cells = [{"fs": f, "io": i, "rewrite": r, "key": f"{f}-{i}-{r}"} for f in s.fs for i in s.io for r in s.rewrite]
     s.timeline_cell = timeline_cell(cells)
-    base = None
+    work = argparse.Namespace(base=None)   # the private directory; named before it exists (env.private_dir)
     try:
         os.makedirs(os.path.join(s.out, "runs"), exist_ok=True)
-        base = tempfile.mkdtemp(prefix="aofab-runab-", dir=os.environ.get("AOFTRACE_TMP", "/var/tmp"))
+        base = env.private_dir("aofab-runab-", os.environ.get("AOFTRACE_TMP", "/var/tmp"), work, "base")
         with contextlib.ExitStack() as stack:
             mounts = {f: stack.enter_context(env.LoopFS(f, size_mb=IMAGE_MB, base=base)) for f in s.fs}
             hw_ok = hw_counters_work(base)
@@ -586,10 +596,12 @@ def main(argv=None):
                                                f"bench {meta.get('bench_s', 0):.1f} s")
                     progress.advance(task)
         shutil.rmtree(base, ignore_errors=True)
-        base = None
+        work.base = None
         from . import report
         wall = time.monotonic() - t_start
         path = report.write(s.out, wall_s=wall)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # done: a late signal must not turn success into a
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # kill at exit (Python restores SIG_DFL for handlers)
         console.print(f"run-ab: done in {wall:.0f} s (+{time.monotonic() - t_start - wall:.0f} s report): {path}",
                       soft_wrap=True)
         return 0
@@ -598,13 +610,14 @@ def main(argv=None):
             raise
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if base:
-            shutil.rmtree(base, ignore_errors=True)
+        env.kill_children()   # every `with` has unwound: a child still here escaped one (see env.spawn)
+        if work.base:
+            shutil.rmtree(work.base, ignore_errors=True)
         print("interrupted; cleaned up", file=sys.stderr, flush=True)
         return 130
     finally:
-        if base:
-            shutil.rmtree(base, ignore_errors=True)
+        if work.base:
+            shutil.rmtree(work.base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class _Proc:
         self.argv, self.marker, self.timeout = argv, marker, timeout
         self.lines = []
         self.ready = threading.Event()
-        self.proc = None
+        self.proc = self.thread = self.stderr = None
 
     def _reader(self):
         for line in self.proc.stdout:
@@ -47,20 +47,26 @@ class _Proc:
                 self.ready.set()
 
     def __enter__(self):
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        self.thread = threading.Thread(target=self._reader, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + self.timeout
-        while not self.ready.wait(0.05):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop(signal.SIGKILL)
-                raise RuntimeError(f"{self.argv[0]} did not become ready: rc={self.proc.returncode} "
-                                   f"stderr={self.proc.stderr.read().strip()!r}")
-        return self
+        try:
+            self.proc = env.spawn(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+            self.thread = threading.Thread(target=self._reader, daemon=True)
+            self.thread.start()
+            deadline = time.monotonic() + self.timeout
+            while not self.ready.wait(0.05):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop(signal.SIGKILL)
+                    raise RuntimeError(f"{self.argv[0]} did not become ready: rc={self.proc.returncode} "
+                                       f"stderr={self.stderr.strip()!r}")
+            return self
+        except BaseException:   # interrupted while it starts (__exit__ will not run): kill it
+            env.finish(lambda: self.stop(signal.SIGKILL))
+            raise
 
     def stop(self, sig=signal.SIGINT, timeout=15.0):
         """Send `sig`, wait for the exit; returns the exit code (SIGKILL after `timeout`)."""
+        if self.proc is None:
+            return None
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, sig)
@@ -69,8 +75,14 @@ class _Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.thread.join(5)
-        self.stderr = self.proc.stderr.read()
+            except BaseException:   # interrupted while waiting: do not leave it running
+                self.proc.kill()
+                self.proc.wait()
+                raise
+        if self.thread is not None:
+            self.thread.join(5)
+        if self.stderr is None:
+            self.stderr = self.proc.stderr.read()
         return self.proc.returncode
 
     @property
@@ -78,7 +90,8 @@ class _Proc:
         return "".join(self.lines)
 
     def __exit__(self, *exc):
-        self.stop(signal.SIGKILL if exc[0] else signal.SIGINT)
+        sig = signal.SIGKILL if exc[0] else signal.SIGINT
+        env.finish(lambda: self.stop(sig))
         return False
 
 
@@ -175,3 +188,116 @@ def trace_event_problems(doc):
                 problems.append(f"async end without a begin before it: {e}")
     problems += [f"async slice {k} never ended" for k in begun]
     return problems
+
+
+# ---- what aoftrace leaves in the kernel once it has exited: nothing ---------------------------------------------
+#
+# Debian's bpftool 7.1 does not say which process holds a program or link (no "pids"), so holders are read
+# from /proc/PID/fdinfo: a program or link fd shows its prog_id / link_id there. That also keeps these checks
+# right while other aoftrace processes run on the machine: their programs have a holder.
+
+BPF_SRC = os.path.join(env.ROOT, "bpf", "aoftrace.bpf.c")
+BPF_OBJ_NAME_LEN = 16
+
+
+def aoftrace_prog_names():
+    """The names of aoftrace's BPF programs as the kernel shows them (cut to 15 characters)."""
+    with open(BPF_SRC) as f:
+        src = f.read()
+    names = re.findall(r'SEC\("(?:uprobe|uretprobe|tp_btf/[^"]+)"\)\s*\n\s*int\s+BPF_\w+\((\w+)', src)
+    return frozenset(n[:BPF_OBJ_NAME_LEN - 1] for n in names)
+
+
+def bpf_fds(pid):
+    """The BPF objects process `pid` holds through file descriptors, as {"prog": ids, "link": ids, "map": ids}
+    (a link fd counts for its program too). Empty sets once it has exited."""
+    held = {"prog": set(), "link": set(), "map": set()}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return held
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                text = f.read()
+        except OSError:
+            continue
+        for kind, ids in held.items():
+            m = re.search(rf"^{kind}_id:\s+(\d+)$", text, re.M)
+            if m:
+                ids.add(int(m.group(1)))
+    return held
+
+
+def _bpf_held_by_anyone():
+    progs, links = set(), set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            h = bpf_fds(int(d))
+            progs |= h["prog"]
+            links |= h["link"]
+    return progs, links
+
+
+def _bpftool(*args):
+    out = env.run(["bpftool", "-j", *args], check=False).stdout.strip()
+    try:
+        return json.loads(out) if out else []
+    except ValueError:
+        return []
+
+
+def our_progs(pid=None):
+    """Names of the loaded BPF programs that come from aoftrace.bpf.c; with `pid`, only those it holds."""
+    names = aoftrace_prog_names()
+    ids = bpf_fds(pid)["prog"] if pid is not None else None
+    return [p["name"] for p in _bpftool("prog", "show")
+            if p.get("name") in names and (ids is None or p["id"] in ids)]
+
+
+def bpf_leftovers(held=None, pid=None):
+    """What aoftrace left in the kernel, as a list of descriptions (empty: nothing):
+    - programs of aoftrace.bpf.c (by name) that no process holds (leaked or pinned);
+    - with `held` (bpf_fds() of an aoftrace process, taken while it ran; check once it has exited): any of
+      those programs or links still loaded;
+    - links of those programs; perf events (uprobes, tracepoints) of `pid` or with one of those programs;
+    - legacy uprobes libbpf would have made through tracefs for `pid`, where tracefs or debugfs is mounted."""
+    names = aoftrace_prog_names()
+    progs = _bpftool("prog", "show")
+    held_progs, held_links = _bpf_held_by_anyone()
+    held = held or {"prog": set(), "link": set()}
+    found = []
+    suspects = set(held["prog"])
+    for p in progs:
+        if p.get("name") in names and p["id"] not in held_progs:
+            found.append(f"program {p['id']} {p['name']} held by no process")
+            suspects.add(p["id"])
+        elif p["id"] in held["prog"]:
+            found.append(f"program {p['id']} {p.get('name')} still loaded")
+    for l in _bpftool("link", "show"):
+        if l["id"] in held["link"] or (l.get("prog_id") in suspects and l["id"] not in held_links):
+            found.append(f"link {l['id']} ({l.get('type')}) of program {l.get('prog_id')}")
+    for e in _bpftool("perf", "show"):
+        if (pid is not None and e.get("pid") == pid) or e.get("prog_id") in held["prog"]:
+            found.append(f"perf event {e}")
+    if pid is not None:
+        for tdir in (TRACEFS, "/sys/kernel/debug/tracing"):
+            with contextlib.suppress(OSError), open(os.path.join(tdir, "uprobe_events")) as f:
+                found += [f"uprobe event {l.strip()}" for l in f if f"libbpf_{pid}_" in l]
+    return found
+
+
+def wait_bpf_clean(held=None, pid=None, timeout=3.0):
+    """bpf_leftovers() once it is empty, or what is left after `timeout` seconds: the kernel frees detached
+    programs asynchronously."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = bpf_leftovers(held, pid)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def no_progs_left(timeout=3.0, held=None, pid=None):
+    """True once aoftrace has left nothing in the kernel (see bpf_leftovers)."""
+    return not wait_bpf_clean(held, pid, timeout)
