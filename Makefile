@@ -105,6 +105,7 @@ SERVER :=
 SERVER_ARGS :=
 OUT :=
 UFTRACE :=
+MODES :=
 shq = '$(subst ','\'',$(1))'
 run-ab: deps all $(if $(filter 1 yes true,$(UFTRACE)),$(BUILD)/pg/aofwriter)
 	PYTHONPATH=tools $(PYTHON) -m aofab.runab --quick=$(call shq,$(QUICK)) --fs=$(call shq,$(FS)) \
@@ -112,6 +113,14 @@ run-ab: deps all $(if $(filter 1 yes true,$(UFTRACE)),$(BUILD)/pg/aofwriter)
 	  --requests=$(call shq,$(REQUESTS)) --preload=$(call shq,$(PRELOAD)) --cpus=$(call shq,$(CPUS)) \
 	  --server=$(call shq,$(SERVER)) --server-args=$(call shq,$(SERVER_ARGS)) --out=$(call shq,$(OUT)) \
 	  --uftrace=$(call shq,$(UFTRACE))
+
+# Overhead of tracing (docs/reliability.md): redis-server under redis-benchmark SET untraced vs aoftrace vs an
+# equivalent bpftrace script, interleaved rounds; prints throughput ratios, launch-to-attached, peak RSS, events/s
+# and lost events, and writes OUT (default build/bench/bench.json). A benchmark, not a test, e.g.
+# make bench REPS=7 REQUESTS=100000 CPUS=none
+bench: deps all
+	PYTHONPATH=tools $(PYTHON) -m aofab.bench --reps=$(call shq,$(REPS)) --requests=$(call shq,$(REQUESTS)) \
+	  --cpus=$(call shq,$(CPUS)) --modes=$(call shq,$(MODES)) --out=$(call shq,$(OUT))
 
 # Differential attribution between two aoftrace JSON reports, run directories or OUT::cell (aofab.explain).
 explain:

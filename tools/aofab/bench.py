@@ -1,0 +1,590 @@
+"""`make bench`: the overhead of tracing. Debian's redis-server (appendfsync always) on a loop-mounted XFS
+image, driven by redis-benchmark SET, untraced vs traced by aoftrace in its full attribution mode (the default)
+vs traced by an equivalent bpftrace script (BPFTRACE below), in interleaved rounds whose order rotates each
+round. Prints, from one run: median ops/s per mode and the ratio of medians to untraced (with the per-round
+ratios' min/max), each tracer's time from launch to attached, its peak RSS, the events per second it handled
+and the events it lost. A benchmark, not a test: it asserts nothing and exits 0 whatever the figures.
+
+    PYTHONPATH=tools .venv/bin/python -m aofab.bench [--reps 5] [--requests N] [--cpus SERVER:BENCH]
+        [--modes untraced,aoftrace,bpftrace] [--out FILE]
+
+Every setting may be empty, meaning its default (so make can pass its variables through unchanged).
+Resources (loop device, mount, tracefs, processes) live in context managers; SIGINT/SIGTERM unwind them,
+print "interrupted; cleaned up" and exit 130. Bad settings: one line on stderr, exit 2. See docs/reliability.md.
+"""
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+from . import env, tracing
+
+MODES = ("untraced", "aoftrace", "bpftrace")
+CLIENTS, VALUE_SIZE, KEYSPACE = 50, 100, 100000
+IMAGE_MB = 1024
+DEFAULT_REPS, DEFAULT_REQUESTS = 5, 300000   # about 8-10 s per untraced run here
+TARGETS = {"ratio": 0.99, "ready_s": 0.1, "rss_mb": 15.0}
+READY_TIMEOUT, STOP_TIMEOUT = 30.0, 30.0
+
+# The bpftrace equivalent of what aoftrace times at the least: every flushAppendOnlyFile() call (uprobe +
+# uretprobe) and every fdatasync/fsync of the server (syscall tracepoints), both filtered by pid, as counts and
+# latency histograms — 6 probes, plus BEGIN for the ready line. bpftrace prints "Attaching N probes..." BEFORE
+# it attaches them; bpftrace 0.17 fires BEGIN before attaching the others too, but only starts reading the
+# perf buffers that carry BEGIN's printf once every probe is attached, so "ready" shows after attaching
+# (each run checks it: its attach file descriptors are all open when "ready" arrives, see `attach_fds`).
+BPFTRACE = r"""
+BEGIN { printf("ready\n"); }
+uprobe:BINARY:flushAppendOnlyFile /pid == PID/ { @fs[tid] = nsecs; }
+uretprobe:BINARY:flushAppendOnlyFile /pid == PID && @fs[tid]/ {
+    @flush_us = hist((nsecs - @fs[tid]) / 1000); @flushes = count(); delete(@fs[tid]);
+}
+tracepoint:syscalls:sys_enter_fdatasync,tracepoint:syscalls:sys_enter_fsync /pid == PID/ { @ss[tid] = nsecs; }
+tracepoint:syscalls:sys_exit_fdatasync,tracepoint:syscalls:sys_exit_fsync /pid == PID && @ss[tid]/ {
+    @sync_us = hist((nsecs - @ss[tid]) / 1000); @syncs = count(); delete(@ss[tid]);
+}
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _int(value, default, what, lo):
+    if value in (None, ""):
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise UsageError(f"{what} must be an integer, not {value!r}")
+    if n < lo:
+        raise UsageError(f"{what} must be at least {lo}, not {n}")
+    return n
+
+
+def _cpus(value):
+    """SERVER:BENCH CPU lists for taskset; empty means 1:0 on a machine with 2+ CPUs, `none` no pinning."""
+    n = os.cpu_count() or 1
+    if value in (None, ""):
+        return ("1", "0") if n >= 2 else (None, None)
+    if value == "none":
+        return None, None
+    m = re.fullmatch(r"([0-9,-]+):([0-9,-]+)", value)
+    if not m:
+        raise UsageError(f"CPUS must be SERVER_CPUS:BENCH_CPUS (e.g. 1:0) or none, not {value!r}")
+    for part in m.groups():
+        for tok in part.split(","):
+            bounds = tok.split("-")
+            if len(bounds) > 2 or not all(b.isdigit() for b in bounds) or any(int(b) >= n for b in bounds):
+                raise UsageError(f"CPUS {value!r}: {tok!r} is not a CPU list of this {n}-CPU machine")
+    return m.group(1), m.group(2)
+
+
+def parse_settings(argv=None):
+    ap = argparse.ArgumentParser(prog="aofab.bench", description=__doc__.split("\n\n")[0])
+    for opt in ("reps", "requests", "cpus", "modes", "out"):
+        ap.add_argument(f"--{opt}", default="")
+    a = ap.parse_args(argv)
+    s = argparse.Namespace()
+    s.reps = _int(a.reps, DEFAULT_REPS, "REPS", 1)
+    s.requests = _int(a.requests, DEFAULT_REQUESTS, "REQUESTS", 1000)
+    s.server_cpus, s.bench_cpus = _cpus(a.cpus)
+    modes = [m.strip() for m in (a.modes or ",".join(MODES)).split(",") if m.strip()]
+    for m in modes:
+        if m not in MODES:
+            raise UsageError(f"unknown mode {m!r} (choose from {', '.join(MODES)})")
+    if "untraced" not in modes or len(set(modes)) != len(modes):
+        raise UsageError("MODES must include untraced (the reference) and name each mode once")
+    s.modes = modes
+    s.out = os.path.abspath(a.out or os.path.join(env.BUILD, "bench", "bench.json"))
+    if os.path.isdir(s.out):
+        raise UsageError(f"OUT {s.out} is a directory; bench writes one JSON file")
+    tools = ["redis-server", "redis-benchmark", "redis-cli", "losetup", "mount", "mkfs.xfs"]
+    tools += ["taskset"] if s.server_cpus else []
+    tools += ["bpftrace"] if "bpftrace" in modes else []
+    for tool in tools:
+        if not shutil.which(tool):
+            raise UsageError(f"{tool} not found (make deps installs it)")
+    if "aoftrace" in modes and not os.access(tracing.AOFTRACE, os.X_OK):
+        raise UsageError("build/aoftrace missing: run make")
+    if os.geteuid() != 0:
+        raise UsageError("bench mounts a loop device and loads BPF: run it as root")
+    # A benchmark run must be bounded: redis-benchmark gets this long (a traced run at 1/10 the speed fits).
+    s.bench_timeout = max(120, s.requests // 300)
+    return s
+
+
+# --- signals (as in runab) ------------------------------------------------------------------------------------
+
+_interrupted = False
+
+
+def _on_signal(signum, frame):
+    # The first SIGINT/SIGTERM unwinds the `with` blocks; later ones must not interrupt the unwinding.
+    global _interrupted
+    _interrupted = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+# --- a tracer process -----------------------------------------------------------------------------------------
+
+def attach_fds(pid):
+    """How many perf-event and BPF-link file descriptors `pid` holds: one or two per attached probe (uprobes and
+    tracepoints through perf_event_open, tp_btf and uprobe links), plus perf buffers opened before attaching."""
+    n = 0
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                n += os.readlink(f"/proc/{pid}/fd/{fd}") in ("anon_inode:[perf_event]", "anon_inode:bpf_link")
+    return n
+
+
+def vm_hwm_kb(pid):
+    with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return None
+
+
+class Tracer:
+    """A tracer process, timed from spawn to the first stdout line containing `marker` (`ready_s`), and to
+    `early` if given (`early_s`); stopped with SIGINT and reaped with os.wait4. Killed on any error.
+
+    Peak RSS (`hwm_kb`) is its VmHWM, read every 2 ms from the SIGINT until it exits: the high-water mark of
+    its own memory, the report it writes at exit included (all but its last 2 ms). Not ru_maxrss: execve()
+    seeds the new program's ru_maxrss with the RSS high-water mark of the process that spawned it (this
+    Python process, ~20 MB), so wait4 reports max(that, the tracer's own peak). `ru_maxrss_kb` is kept in the
+    JSON as an upper bound. (Checked: sh spawned from here reports 18 MB, under GNU time 1.4 MB.)"""
+
+    def __init__(self, argv, marker, early=None):
+        self.argv, self.marker, self.early = argv, marker, early
+        self.lines, self.proc = [], None
+        self.ready = threading.Event()
+        self.ready_s = self.early_s = self.fds_at_ready = None
+        self.returncode = self.maxrss_kb = self.hwm_kb = self.hwm_at_stop_kb = self.fds_at_stop = None
+        self.stderr = ""
+
+    def _reader(self):
+        for line in self.proc.stdout:
+            t = time.monotonic() - self.t0
+            self.lines.append(line)
+            if self.early and self.early_s is None and self.early in line:
+                self.early_s = t
+            if not self.ready.is_set() and self.marker in line:
+                self.ready_s = t
+                self.fds_at_ready = attach_fds(self.proc.pid)
+                self.ready.set()
+
+    def _drain_stderr(self):
+        self.stderr = self.proc.stderr.read()
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        try:
+            self.proc = env.spawn(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+            self.threads = [threading.Thread(target=f, daemon=True) for f in (self._reader, self._drain_stderr)]
+            for t in self.threads:
+                t.start()
+            deadline = self.t0 + READY_TIMEOUT
+            while not self.ready.wait(0.01):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self._reap(signal.SIGKILL)
+                    raise RuntimeError(f"{os.path.basename(self.argv[0])} did not become ready in "
+                                       f"{READY_TIMEOUT:.0f} s (rc={self.returncode}): "
+                                       f"{self.stderr.strip()[-300:]!r}")
+            self.t_on = time.monotonic()
+            return self
+        except BaseException:   # interrupted or failed while it starts (__exit__ will not run): kill it
+            env.finish(lambda: self._reap(signal.SIGKILL))
+            raise
+
+    def _reap(self, sig, timeout=STOP_TIMEOUT):
+        """Send `sig`, wait up to `timeout` (then SIGKILL) with wait4, sampling VmHWM until the exit; sets
+        returncode, hwm_kb and maxrss_kb."""
+        if self.proc is None or self.returncode is not None:
+            return self.returncode
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                hwm = vm_hwm_kb(self.proc.pid)   # none once it has released its memory (exiting, zombie)
+                if hwm:
+                    self.hwm_kb = max(self.hwm_kb or 0, hwm)
+                pid, status, ru = os.wait4(self.proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.proc.pid, signal.SIGKILL)
+                    pid, status, ru = os.wait4(self.proc.pid, 0)
+                    break
+                time.sleep(0.002)
+        except ChildProcessError:     # reaped already (an interrupted earlier call): nothing left to wait for
+            if self.proc.returncode is None:
+                self.proc.returncode = -signal.SIGKILL
+            self.returncode = self.proc.returncode
+            return self.returncode
+        self.returncode = self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.maxrss_kb = ru.ru_maxrss
+        for t in getattr(self, "threads", ()):
+            t.join(5)
+        return self.returncode
+
+    def stop(self):
+        """SIGINT (the tracers print their report and exit); returns the exit code."""
+        if self.returncode is None:
+            self.t_off = time.monotonic()
+            self.hwm_at_stop_kb = vm_hwm_kb(self.proc.pid)
+            self.fds_at_stop = attach_fds(self.proc.pid)
+            self._reap(signal.SIGINT)
+            self.stop_s = time.monotonic() - self.t_off
+        return self.returncode
+
+    @property
+    def window_s(self):
+        return self.t_off - self.t_on
+
+    def __exit__(self, exc_type, *exc):
+        # env.finish: an interrupt inside the stop must not leave the tracer running
+        env.finish((lambda: self._reap(signal.SIGKILL)) if exc_type is not None else self.stop)
+        return False
+
+
+def aoftrace_tracer(pid, json_path):
+    # Full attribution mode is aoftrace's default: no option selects it.
+    return Tracer([tracing.AOFTRACE, "-p", str(pid), "-j", json_path], "Tracing ")
+
+
+def bpftrace_tracer(pid):
+    script = BPFTRACE.replace("BINARY", os.readlink(f"/proc/{pid}/exe")).replace("PID", str(pid))
+    return Tracer(["bpftrace", "-f", "json", "-e", script], '"data": "ready', early='"attached_probes"')
+
+
+def bpftrace_maps(lines):
+    """bpftrace -f json output: {name: value} of its maps and histograms, plus `lost` from "Lost N events"."""
+    maps, lost = {}, 0
+    for line in lines:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            m = re.search(r"Lost (\d+) events", line)
+            lost += int(m.group(1)) if m else 0
+            continue
+        if msg.get("type") in ("map", "hist"):
+            maps.update(msg.get("data", {}))
+        elif msg.get("type") == "lost_events":
+            lost += int(msg.get("data", {}).get("events", 0))
+    maps["lost"] = lost
+    return maps
+
+
+def hist_quantile(buckets, q):
+    """Upper bound of the power-of-two bucket that holds quantile q of a bpftrace hist() (JSON)."""
+    total = sum(b.get("count", 0) for b in buckets)
+    seen = 0
+    for b in buckets:
+        seen += b.get("count", 0)
+        if total and seen >= q * total:
+            return b.get("max", b.get("min"))
+    return None
+
+
+# --- the runs -------------------------------------------------------------------------------------------------
+
+def rewrite_aof(srv, timeout=60):
+    """BGREWRITEAOF and wait for it, so every run appends to a small, fresh AOF (auto rewrite is off)."""
+    srv.cli("BGREWRITEAOF", check=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = dict(l.split(":", 1) for l in srv.cli("INFO", "persistence").splitlines() if ":" in l)
+        if info.get("aof_rewrite_in_progress", "1").strip() == "0" and \
+                info.get("aof_rewrite_scheduled", "1").strip() == "0":
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"BGREWRITEAOF still running after {timeout} s")
+
+
+def one_run(s, srv, mode, rnd, tmp):
+    """One redis-benchmark run in `mode`; returns its record for bench.json."""
+    rec = {"round": rnd + 1, "mode": mode}
+    rewrite_aof(srv)
+
+    def bench():
+        t0 = time.monotonic()
+        rows = env.benchmark(srv.port, requests=s.requests, clients=CLIENTS, size=VALUE_SIZE, keyspace=KEYSPACE,
+                             tests="set", timeout=s.bench_timeout, cpus=s.bench_cpus)
+        rec["bench_s"] = round(time.monotonic() - t0, 3)
+        rec["ops_per_sec"] = rows.get("SET")
+
+    if mode == "untraced":
+        bench()
+        return rec
+    if mode == "aoftrace":
+        path = os.path.join(tmp, f"aoftrace-r{rnd + 1}.json")
+        tr = aoftrace_tracer(srv.pid, path)
+    else:
+        tr = bpftrace_tracer(srv.pid)
+    with tr:
+        bench()
+        tr.stop()
+    rec.update(ready_s=tr.ready_s, rc=tr.returncode, peak_rss_kb=tr.hwm_kb, hwm_at_stop_kb=tr.hwm_at_stop_kb,
+               ru_maxrss_kb=tr.maxrss_kb,
+               window_s=tr.window_s, stop_s=tr.stop_s, attach_fds_at_ready=tr.fds_at_ready,
+               attach_fds_at_stop=tr.fds_at_stop)
+    if tr.stderr.strip():
+        rec["stderr"] = tr.stderr.strip()[-2000:]
+    if mode == "aoftrace":
+        with open(path) as f:
+            rep = json.load(f)
+        fl, sy = rep.get("flush", {}), rep.get("fdatasync", {})
+        rec.update(window_s=rep.get("window_s", tr.window_s), flushes=fl.get("count", 0),
+                   flush_calls=fl.get("calls", 0), syncs=sy.get("count", 0), lost_events=rep.get("lost_events"),
+                   flush_p50_us=fl.get("p50_us"), flush_p99_us=fl.get("p99_us"), sync_p50_us=sy.get("p50_us"),
+                   sync_p99_us=sy.get("p99_us"), closure_pct=fl.get("closure_pct"))
+    else:
+        maps = bpftrace_maps(tr.lines)
+        rec.update(attaching_s=tr.early_s, flushes=int(maps.get("@flushes", 0)), syncs=int(maps.get("@syncs", 0)),
+                   lost_events=maps["lost"], flush_p50_us=hist_quantile(maps.get("@flush_us", []), 0.5),
+                   flush_p99_us=hist_quantile(maps.get("@flush_us", []), 0.99),
+                   sync_p50_us=hist_quantile(maps.get("@sync_us", []), 0.5),
+                   sync_p99_us=hist_quantile(maps.get("@sync_us", []), 0.99))
+    rec["events_per_s"] = (rec["flushes"] + rec["syncs"]) / rec["window_s"] if rec["window_s"] else None
+    if tr.returncode != 0:
+        raise RuntimeError(f"{mode} exited with {tr.returncode}: {tr.stderr.strip()[-300:]!r}")
+    return rec
+
+
+def warm_up(s, srv, tmp):
+    """A short untraced run (fills the key space, warms the page cache and the file system) and one start and
+    stop of each tracer (their binaries and the BPF/LLVM paths warm), none of them counted."""
+    env.benchmark(srv.port, requests=max(1000, s.requests // 5), clients=CLIENTS, size=VALUE_SIZE,
+                  keyspace=KEYSPACE, tests="set", timeout=s.bench_timeout, cpus=s.bench_cpus)
+    if "aoftrace" in s.modes:
+        with aoftrace_tracer(srv.pid, os.path.join(tmp, "warm.json")):
+            pass
+    if "bpftrace" in s.modes:
+        with bpftrace_tracer(srv.pid):
+            pass
+
+
+def version(argv):
+    try:
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=10)
+        return r.stdout.strip().splitlines()[0] if r.stdout.strip() else "n/a"
+    except (OSError, subprocess.TimeoutExpired):
+        return "n/a"
+
+
+def loadavg():
+    with contextlib.suppress(OSError), open("/proc/loadavg") as f:
+        return f.read().split()[:3]
+    return None
+
+
+# --- the summary ----------------------------------------------------------------------------------------------
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(s, runs):
+    ok = [r for r in runs if not r.get("error")]
+    by = {m: [r for r in ok if r["mode"] == m] for m in s.modes}
+    base_by_round = {r["round"]: r["ops_per_sec"] for r in by["untraced"]}
+    base = med([r["ops_per_sec"] for r in by["untraced"]])
+    out = {}
+    for m in s.modes:
+        rs = by[m]
+        ops = med([r["ops_per_sec"] for r in rs])
+        per_round = [r["ops_per_sec"] / base_by_round[r["round"]] for r in rs
+                     if base_by_round.get(r["round"]) and r.get("ops_per_sec")]
+        e = {"runs": len(rs), "ops_per_sec_median": ops,
+             "ratio_of_medians": ops / base if ops and base else None,
+             "round_ratio_min": min(per_round) if per_round else None,
+             "round_ratio_median": med(per_round), "round_ratio_max": max(per_round) if per_round else None,
+             "ops_per_sec": [r["ops_per_sec"] for r in rs]}
+        if m != "untraced":
+            e.update(ready_s_median=med([r["ready_s"] for r in rs]),
+                     ready_s_max=max((r["ready_s"] for r in rs), default=None),
+                     peak_rss_mb_median=med([r["peak_rss_kb"] / 1024 for r in rs if r.get("peak_rss_kb")]),
+                     peak_rss_mb_max=max((r["peak_rss_kb"] / 1024 for r in rs if r.get("peak_rss_kb")), default=None),
+                     events_per_s_median=med([r.get("events_per_s") for r in rs]),
+                     lost_events_total=sum(r.get("lost_events") or 0 for r in rs),
+                     ready_after_attach=all(r.get("attach_fds_at_ready") == r.get("attach_fds_at_stop")
+                                            for r in rs))
+            if m == "bpftrace":
+                e["attaching_s_median"] = med([r.get("attaching_s") for r in rs])
+        out[m] = e
+    return out
+
+
+def fmt(x, spec, none="—"):
+    return none if x is None else format(x, spec)
+
+
+def print_summary(console, s, summary, failed):
+    from rich.table import Table
+    t = Table(title=f"aoftrace overhead: redis-server appendfsync always, XFS loop, redis-benchmark SET "
+                    f"-n {s.requests} -c {CLIENTS} -d {VALUE_SIZE}, {s.reps} interleaved rounds")
+    for col, just in (("mode", "left"), ("ops/s median", "right"), ("ratio of medians", "right"),
+                      ("round ratios min/med/max", "right"), ("ready s med/max", "right"),
+                      ("peak RSS MB med/max", "right"), ("events/s med", "right"), ("lost events", "right")):
+        t.add_column(col, justify=just)
+    for m in s.modes:
+        e = summary[m]
+        row = [m, fmt(e["ops_per_sec_median"], ",.0f"), fmt(e["ratio_of_medians"], ".3f"),
+               "—" if m == "untraced" else f"{fmt(e['round_ratio_min'], '.3f')} / {fmt(e['round_ratio_median'], '.3f')} / "
+                                    f"{fmt(e['round_ratio_max'], '.3f')}"]
+        if m == "untraced":
+            row += ["—", "—", "—", "—"]
+        else:
+            row += [f"{fmt(e['ready_s_median'], '.3f')} / {fmt(e['ready_s_max'], '.3f')}",
+                    f"{fmt(e['peak_rss_mb_median'], '.1f')} / {fmt(e['peak_rss_mb_max'], '.1f')}",
+                    fmt(e["events_per_s_median"], ",.0f"), str(e["lost_events_total"])]
+        t.add_row(*row)
+    console.print(t)
+    notes = ["ready: from spawning the tracer to its ready line — aoftrace's \"Tracing ... Hit Ctrl-C to end.\", "
+             "printed once every program is loaded and attached; bpftrace's BEGIN printf, which bpftrace "
+             "0.17 reads only after attaching every probe"]
+    if "bpftrace" in s.modes and summary["bpftrace"].get("attaching_s_median") is not None:
+        notes.append(f"bpftrace prints \"Attaching N probes...\" before attaching, at "
+                     f"{summary['bpftrace']['attaching_s_median']:.3f} s (median)")
+    for m in s.modes:
+        if m != "untraced" and summary[m]["runs"] and not summary[m]["ready_after_attach"]:
+            notes.append(f"{m}: in some run more perf-event/BPF-link fds were open at stop than when its ready "
+                         f"line arrived: the ready line came before every probe was attached")
+    notes.append("round ratios: traced / untraced ops/s of the same round; peak RSS: VmHWM, sampled every 2 ms "
+                 "until the tracer exits (its report at exit included; not ru_maxrss, which execve() seeds with "
+                 "the spawning process's peak); events/s: flushes + fdatasync/fsync per second of trace window "
+                 "(aoftrace's flush.count leaves out empty flushes, bpftrace counts every call); lost: aoftrace's "
+                 "lost_events (ring buffer), bpftrace's \"Lost N events\" (its maps cannot lose any)")
+    for n in notes:
+        console.print(f"  {n}", soft_wrap=True, highlight=False)
+    a = summary.get("aoftrace")
+    if a and a["runs"]:
+        checks = [("throughput ratio", a["ratio_of_medians"], f">= {TARGETS['ratio']}",
+                   a["ratio_of_medians"] is not None and a["ratio_of_medians"] >= TARGETS["ratio"]),
+                  ("launch to attached (median)", a["ready_s_median"], f"<= {TARGETS['ready_s']} s",
+                   a["ready_s_median"] is not None and a["ready_s_median"] <= TARGETS["ready_s"]),
+                  ("peak RSS MB (max)", a["peak_rss_mb_max"], f"<= {TARGETS['rss_mb']:.0f} MB",
+                   a["peak_rss_mb_max"] is not None and a["peak_rss_mb_max"] <= TARGETS["rss_mb"]),
+                  ("lost events", a["lost_events_total"], "== 0", a["lost_events_total"] == 0)]
+        console.print("aoftrace against the targets:", highlight=False)
+        for name, val, target, good in checks:
+            v = fmt(val, ".3f") if isinstance(val, float) else str(val)
+            console.print(f"  {name:28s} {v:>9s}  target {target:10s} {'met' if good else 'MISSED'}", highlight=False)
+    if failed:
+        console.print(f"{failed} run(s) FAILED (see the errors above and in the JSON); medians are over the rest",
+                      highlight=False)
+
+
+# --- main -----------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    try:
+        s = parse_settings(argv)
+    except UsageError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    from rich.console import Console
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    t_start = time.monotonic()
+    runs = []
+    work = argparse.Namespace(tmp=None)   # the private directory; named before it exists (env.private_dir)
+    doc = {"schema": "aoftrace-bench/1",
+           "settings": {"reps": s.reps, "requests": s.requests, "clients": CLIENTS, "value_size": VALUE_SIZE,
+                        "keyspace": KEYSPACE, "server_cpus": s.server_cpus, "bench_cpus": s.bench_cpus,
+                        "modes": s.modes, "fs": "xfs", "appendfsync": "always", "bpftrace_script": BPFTRACE},
+           "environment": {"kernel": os.uname().release, "cpus": os.cpu_count(),
+                           "aoftrace": version([tracing.AOFTRACE, "--version"]),
+                           "bpftrace": version(["bpftrace", "--version"]),
+                           "redis_server": version(["redis-server", "--version"]),
+                           "loadavg_start": loadavg()}}
+    try:
+        tmp = env.private_dir("aofab-bench-", os.environ.get("AOFTRACE_TMP", "/var/tmp"), work, "tmp")
+        with contextlib.ExitStack() as stack:
+            if "bpftrace" in s.modes:
+                stack.enter_context(tracing.tracefs())   # bpftrace's tracepoint: probes read ids from tracefs
+            fs = stack.enter_context(env.LoopFS("xfs", size_mb=IMAGE_MB, base=tmp))
+            workdir = os.path.join(fs.mnt, "aof")
+            os.mkdir(workdir)
+            port = env.free_port()
+            srv = env.redis_server(workdir, port, extra=["--auto-aof-rewrite-percentage", "0"])
+            if s.server_cpus:
+                srv.argv = ["taskset", "-c", s.server_cpus] + srv.argv
+            stack.enter_context(srv)
+            pin = f", server on CPU {s.server_cpus}, redis-benchmark on CPU {s.bench_cpus}" if s.server_cpus else ""
+            console.print(f"bench: {doc['environment']['redis_server']}, appendfsync always, XFS on {fs.dev}{pin}; "
+                          f"{s.reps} rounds of {', '.join(s.modes)} (order rotating), {s.requests} SETs each; "
+                          f"load average {' '.join(doc['environment']['loadavg_start'] or [])}",
+                          soft_wrap=True, highlight=False)
+            warm_up(s, srv, tmp)
+            for rnd in range(s.reps):
+                k = rnd % len(s.modes)
+                for mode in s.modes[k:] + s.modes[:k]:
+                    try:
+                        rec = one_run(s, srv, mode, rnd, tmp)
+                    except Exception as e:   # one failed run is reported, not fatal (Ctrl-C is not an Exception)
+                        if _interrupted:
+                            raise
+                        rec = {"round": rnd + 1, "mode": mode, "error": f"{type(e).__name__}: {e}"[:500]}
+                    runs.append(rec)
+                    console.print(run_line(rec), soft_wrap=True, highlight=False)
+        doc["environment"]["loadavg_end"] = loadavg()
+        doc["wall_s"] = round(time.monotonic() - t_start, 1)
+        doc["runs"] = runs
+        doc["summary"] = summary = summarize(s, runs)
+        failed = sum(1 for r in runs if r.get("error"))
+        console.print()
+        print_summary(console, s, summary, failed)
+        os.makedirs(os.path.dirname(s.out), exist_ok=True)
+        with open(s.out, "w") as f:
+            json.dump(doc, f, indent=1)
+        console.print(f"bench: {doc['wall_s']:.0f} s, load average at the end "
+                      f"{' '.join(doc['environment']['loadavg_end'] or [])}; wrote {s.out}", soft_wrap=True,
+                      highlight=False)
+        return 1 if failed else 0
+    except BaseException as e:
+        if not _interrupted:
+            if isinstance(e, Exception):   # set-up or warm-up failed (the `with` blocks have cleaned up)
+                print(f"bench: {type(e).__name__}: {e}", file=sys.stderr)
+                return 1
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        env.kill_children()   # every `with` has unwound: a child still here escaped one (see env.spawn)
+        print("interrupted; cleaned up", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        if work.tmp:
+            shutil.rmtree(work.tmp, ignore_errors=True)
+
+
+def run_line(r):
+    head = f"  round {r['round']} {r['mode']:9s}"
+    if r.get("error"):
+        return f"{head} FAILED: {r['error']}"
+    line = f"{head} {r['ops_per_sec']:9,.0f} ops/s  ({r['bench_s']:.1f} s)"
+    if r["mode"] != "untraced":
+        line += (f"  ready {r['ready_s']:.3f} s  peak RSS {(r['peak_rss_kb'] or 0) / 1024:.1f} MB  "
+                 f"{r['events_per_s']:,.0f} events/s  lost {r['lost_events']}")
+    return line
+
+
+if __name__ == "__main__":
+    sys.exit(main())
