@@ -47,7 +47,7 @@ AOFTRACE_HDRS := tools/trace_helpers.h tools/offcpu.h tools/uring_stats.h tools/
 		 bpf/classify.h
 
 $(BUILD)/aoftrace: $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(SKELS) | $(BUILD)
-	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lm
+	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lm -lpthread
 
 # C unit tests (liburing style: small programs that exit non-zero on failure), run by `make test`.
 $(BUILD)/test_classify: tests/test_classify.c tools/offcpu.c tools/trace_helpers.c $(AOFTRACE_HDRS) | $(BUILD)

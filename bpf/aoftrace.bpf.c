@@ -14,7 +14,6 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "aoftrace.h"
-#include "classify.h"
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_write		1
@@ -55,8 +54,27 @@
 
 const volatile __u32 targ_tgid = 0;
 const volatile bool timeline = false;	/* also send one record per block request (--timeline) */
-const volatile struct aof_krange kranges[MAX_KRANGES] = {};
-const volatile __u32 nr_kranges = 0;
+/*
+ * The classifier's kernel text ranges, filled by user space after load and before attach (so that
+ * /proc/kallsyms is read while the verifier works).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_KRANGES);
+	__type(key, __u32);
+	__type(value, struct aof_krange);
+} kranges SEC(".maps");
+
+
+__u32 krange_zero = 0;	/* never written: KRANGE_ZERO in classify.h */
+#define KRANGE_ZERO krange_zero
+
+static __always_inline const struct aof_krange *krange_at(const void *tbl, __u32 i)
+{
+	return bpf_map_lookup_elem(&kranges, &i);
+}
+
+#include "classify.h"
 
 /* Children alive; read without a lock, it only gates a map lookup and tags records. */
 __u64 nr_children = 0;
@@ -90,7 +108,8 @@ struct tstate {
 	__u32 writes, write_errors, syncs, commits;
 	__u32 urings;
 	__u8 uring_in_flush;
-	__u8 pad2[3];
+	__u8 open;			/* bit per open span: span_start[s] != 0 */
+	__u8 pad2[2];
 	__u64 uring_ns;
 	__u64 reap_n, reap_sum;		/* completions of its requests not yet reaped, sum of their times */
 	__u64 write_ns, write_bytes, sync_ns;
@@ -313,6 +332,15 @@ static __always_inline bool any_span(const struct tstate *st)
 	       st->span_start[SPAN_IOWQ];
 }
 
+/*
+ * All ones if span s is open, else 0. The charge loops add `x & span_mask()` to every span rather than
+ * branching per span: the verifier walks one path instead of one per combination of open spans.
+ */
+static __always_inline __u64 span_mask(const struct tstate *st, int s)
+{
+	return -(__u64)((st->open >> s) & 1);
+}
+
 /* Charge [last_ts, now) to the component the thread was in, in every open span. */
 static __always_inline void charge(struct tstate *st, __u64 now)
 {
@@ -328,8 +356,7 @@ static __always_inline void charge(struct tstate *st, __u64 now)
 	if (c >= COMP_MAX)
 		c = COMP_OTHER_OFFCPU;
 	for (int s = 0; s < SPAN_MAX; s++)
-		if (st->span_start[s])
-			st->comp[s][c] += delta;
+		st->comp[s][c] += delta & span_mask(st, s);
 	st->last_ts = now;
 }
 
@@ -344,10 +371,8 @@ static __always_inline void charge_sleep(struct tstate *st, __u64 now, __u64 rq_
 	if (c >= COMP_MAX)
 		c = COMP_OTHER_OFFCPU;
 	for (int s = 0; s < SPAN_MAX; s++) {
-		if (!st->span_start[s])
-			continue;
-		st->comp[s][c] += delta - rq_ns;
-		st->comp[s][COMP_RUNQ] += rq_ns;
+		st->comp[s][c] += (delta - rq_ns) & span_mask(st, s);
+		st->comp[s][COMP_RUNQ] += rq_ns & span_mask(st, s);
 	}
 	st->last_ts = now;
 }
@@ -369,15 +394,13 @@ static __always_inline void charge_sleep_pend(struct tstate *st, __u64 now)
 		part = total > delta ? st->pend[c] * delta / total : st->pend[c];
 		used += part;
 		for (int s = 0; s < SPAN_MAX; s++)
-			if (st->span_start[s])
-				st->comp[s][c] += part;
+			st->comp[s][c] += part & span_mask(st, s);
 		st->pend[c] = 0;
 	}
 	if (used > delta)
 		used = delta;
 	for (int s = 0; s < SPAN_MAX; s++)
-		if (st->span_start[s])
-			st->comp[s][c0] += delta - used;
+		st->comp[s][c0] += (delta - used) & span_mask(st, s);
 	st->last_ts = now;
 }
 
@@ -418,6 +441,7 @@ static __always_inline void span_open(struct tstate *st, int span, __u64 now)
 		st->last_ts = now;
 	st->run = RUN_ONCPU;
 	st->span_start[span] = now;
+	st->open |= 1 << span;
 	for (int c = 0; c < COMP_MAX; c++)
 		st->comp[span][c] = 0;
 }
@@ -426,6 +450,7 @@ static __always_inline void span_close(struct tstate *st, int span, __u64 now)
 {
 	charge(st, now);
 	st->span_start[span] = 0;
+	st->open &= ~(1 << span);
 }
 
 static __always_inline struct file *fd_file(int fd)
@@ -786,6 +811,7 @@ static __always_inline void worker_start(struct tstate *st, struct ureq *u, __u6
 		st->run = RUN_ONCPU;
 	}
 	st->span_start[SPAN_IOWQ] = start;
+	st->open |= 1 << SPAN_IOWQ;
 	for (int c = 0; c < COMP_MAX; c++)
 		st->comp[SPAN_IOWQ][c] = 0;
 }
@@ -835,14 +861,14 @@ static long classify_frame(__u64 i, struct classify_ctx *cx)
 {
 	/* Mask in asm: clang would drop a C bound it can prove, and the verifier needs to see one. */
 	asm volatile("%[i] &= %[mask]" : [i] "+r"(i) : [mask] "i"(MAX_FRAMES - 1));
-	cx->best = classify_step((const struct aof_krange *)kranges, nr_kranges, cx->fr->ips[i], cx->best);
+	cx->best = classify_step(NULL, cx->fr->ips[i], cx->best);
 	return 0;
 }
 
 /* bpf_loop (5.17+) keeps the verifier from walking frames x search steps as one unrolled tree. */
 static __always_inline __u8 classify_current(void *ctx)
 {
-	struct classify_ctx cx = { .best = COMP_OTHER_OFFCPU };
+	struct classify_ctx cx = { .best = CLASSIFY_INIT };
 	__u32 zero = 0;
 	long n;
 
@@ -853,7 +879,7 @@ static __always_inline __u8 classify_current(void *ctx)
 	if (n <= 0)
 		return COMP_OTHER_OFFCPU;
 	bpf_loop(n / sizeof(__u64), classify_frame, &cx, 0);
-	return cx.best;
+	return CLASSIFY_COMP(cx.best);
 }
 
 SEC("tp_btf/sched_switch")

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -227,22 +228,119 @@ static bool has_caps(void)
 	return (eff >> 21 & 1) || ((eff >> 39 & 1) && (eff >> 38 & 1));
 }
 
-struct tp_group {
-	const char *name;
-	const char *tps[4];
-	bool core;		/* the flush/fdatasync core cannot run without it */
+/*
+ * Tracepoint groups, by the prefix of the tp_btf programs that use them. A kernel may lack some (ext4
+ * or XFS not built, an older io_uring): those groups are switched off at start-up, before load, and
+ * the report says so. The core cannot run without the groups marked core.
+ */
+struct feature {
+	const char *prefix;
+	const char *group;
+	const char *what;	/* what the user loses without it */
+	bool core;
 };
 
-static const struct tp_group tp_groups[] = {
-	{ "raw_syscalls", { "sys_enter", "sys_exit" }, true },
-	{ "sched", { "sched_process_fork", "sched_process_exit", "sched_switch", "sched_waking" }, true },
-	{ "io_uring", { "io_uring_submit_req", "io_uring_queue_async_work", "io_uring_complete" }, false },
-	{ "block", { "block_rq_issue", "block_rq_complete" }, false },
-	{ "lock", { "contention_begin", "contention_end" }, false },
-	{ "xfs", { "xfs_file_fsync", "xfs_log_force", "xfs_file_buffered_write" }, false },
-	{ "ext4", { "ext4_sync_file_enter", "ext4_sync_file_exit" }, false },
-	{ "jbd2", { "jbd2_start_commit", "jbd2_end_commit" }, false },
+static const struct feature features[] = {
+	{ "sys_", "raw_syscalls", "flush and fdatasync timing", true },
+	{ "sched_", "sched", "on-CPU/off-CPU attribution and children", true },
+	{ "task_", "task", "io-wq worker creation", true },
+	{ "contention_", "lock", "exact inode-lock waits", false },
+	{ "block_", "block", "block requests on the AOF device", false },
+	{ "io_uring_", "io_uring", "io_uring request tracking", false },
+	{ "xfs_", "xfs", "XFS log forces and writes", false },
+	{ "xlog_", "xfs", "XFS log forces and writes", false },
+	{ "ext4_", "ext4", "ext4 fsync and writes", false },
+	{ "jbd2_", "jbd2", "jbd2 commit phases", false },
 };
+
+#define NFEATURES (sizeof(features) / sizeof(features[0]))
+
+static const struct feature *feature_of(const char *tp)
+{
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (!strncmp(tp, features[i].prefix, strlen(features[i].prefix)))
+			return &features[i];
+	return NULL;
+}
+
+/* Groups switched off, with the first tracepoint found missing in each ("" when all present). */
+static char feature_missing[NFEATURES][64];
+static bool feature_used[NFEATURES];
+
+/* The first tracepoint missing in `group`, or NULL when the group is whole. */
+static const char *group_missing(const char *group)
+{
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (!strcmp(features[i].group, group) && feature_missing[i][0])
+			return feature_missing[i];
+	return NULL;
+}
+
+/* Each group once, in table order: is features[i] the first entry of its group? */
+static bool group_first(size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (!strcmp(features[j].group, features[i].group))
+			return false;
+	return true;
+}
+
+/*
+ * Which tp_btf programs this kernel can attach: a tracepoint exists when its btf_trace_<name>
+ * typedef is in the BTF. Returns false if BTF cannot be read.
+ */
+static bool probe_features(struct bpf_object *bobj, const char *btf_path)
+{
+	struct btf *btf = btf__parse(btf_path, NULL);
+	struct bpf_program *prog;
+	char name[128];
+
+	if (!btf)
+		return false;
+	memset(feature_missing, 0, sizeof(feature_missing));
+	memset(feature_used, 0, sizeof(feature_used));
+	bpf_object__for_each_program(prog, bobj) {
+		const char *sec = bpf_program__section_name(prog), *tp;
+		const struct feature *f;
+
+		if (strncmp(sec, "tp_btf/", 7))
+			continue;
+		tp = sec + 7;
+		f = feature_of(tp);
+		if (f)
+			feature_used[f - features] = true;
+		snprintf(name, sizeof(name), "btf_trace_%s", tp);
+		if (f && !feature_missing[f - features][0] && btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF) <= 0)
+			snprintf(feature_missing[f - features], sizeof(feature_missing[0]), "%s", tp);
+	}
+	btf__free(btf);
+	/* A group is off as a whole: half of the io_uring lifecycle would mislead. */
+	bpf_object__for_each_program(prog, bobj) {
+		const char *sec = bpf_program__section_name(prog);
+		const struct feature *f = strncmp(sec, "tp_btf/", 7) ? NULL : feature_of(sec + 7);
+
+		if (f && group_missing(f->group))
+			bpf_program__set_autoload(prog, false);
+	}
+	return true;
+}
+
+/* "jbd2 (no jbd2_start_commit)" for each group off, comma-separated; "" if none. */
+static const char *features_off(char *buf, size_t len, bool core_only)
+{
+	size_t used = 0;
+
+	buf[0] = 0;
+	for (size_t i = 0; i < NFEATURES && used < len; i++) {
+		const char *tp = group_missing(features[i].group);
+
+		if (!tp || !group_first(i) || features[i].core != core_only)
+			continue;
+		used += snprintf(buf + used, len - used, "%s%s (no %s tracepoint: %s off)", used ? ", " : "",
+				 features[i].group, tp, features[i].what);
+	}
+	return buf;
+}
 
 static bool pmu_exists(const char *name)
 {
@@ -281,7 +379,6 @@ static int cmd_check(void)
 {
 	bool core = true, btf_ok, uprobe, ringbuf;
 	struct btf *btf = NULL;
-	char tp[64];
 
 	btf_ok = access(btf_file(), R_OK) == 0;
 	if (btf_ok) {
@@ -294,23 +391,24 @@ static int cmd_check(void)
 	ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
 	printf("%-24s %s\n", "BPF ring buffer", ringbuf ? "yes" : "NO");
 	core = btf_ok && uprobe && ringbuf;
-	for (size_t g = 0; g < sizeof(tp_groups) / sizeof(tp_groups[0]); g++) {
-		const struct tp_group *grp = &tp_groups[g];
-		int have = 0, n = 0;
-		char missing[128] = "";
+	if (btf_ok) {
+		struct aoftrace_bpf *obj = aoftrace_bpf__open();
 
-		for (; n < 4 && grp->tps[n]; n++) {
-			snprintf(tp, sizeof(tp), "btf_trace_%s", grp->tps[n]);
-			if (btf && btf__find_by_name_kind(btf, tp, BTF_KIND_TYPEDEF) > 0)
-				have++;
-			else
-				snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing),
-					 " %s", grp->tps[n]);
-		}
-		printf("%-24s %s%s%s\n", grp->name, have == n ? "yes" : have ? "partly, missing:" : "NO",
-		       missing, grp->core ? "" : "");
-		if (grp->core && have != n)
+		if (obj && probe_features(obj->obj, btf_file())) {
+			for (size_t i = 0; i < NFEATURES; i++) {
+				const char *tp = group_missing(features[i].group);
+
+				if (!group_first(i) || !feature_used[i])
+					continue;
+				printf("%-24s %s%s%s\n", features[i].group, tp ? "NO: no " : "yes", tp ? tp : "",
+				       tp ? " tracepoint" : "");
+				if (features[i].core && tp)
+					core = false;
+			}
+		} else {
 			core = false;
+		}
+		aoftrace_bpf__destroy(obj);
 	}
 	printf("%-24s %s\n", "tracefs mounted", access("/sys/kernel/tracing/events", R_OK) == 0 ?
 	       "yes" : "no (not needed: tp_btf and PMU uprobes)");
@@ -674,9 +772,14 @@ static int read_stack(struct aoftrace_bpf *obj, int id, uint64_t *ips)
 	return n;
 }
 
+/* All kernel symbols, read only when a report names stack frames: not on the start-up path. */
 static const char *ksym_name(uint64_t ip)
 {
-	const struct ksym *k = ksyms_find(ksyms, ip);
+	const struct ksym *k;
+
+	if (!ksyms)
+		ksyms = ksyms_load(NULL);
+	k = ksyms_find(ksyms, ip);
 
 	return k ? k->name : "[unknown]";
 }
@@ -911,6 +1014,12 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 	uint64_t calls = sum_counter(obj, CNT_FLUSH_CALLS), empty = sum_counter(obj, CNT_FLUSH_EMPTY);
 
 	printf("\n%s pid %d: %.1f s traced\n", target_comm, env.pid, window);
+	{
+		char off[512];
+
+		if (*features_off(off, sizeof(off), false))
+			printf("Features off: %s\n", off);
+	}
 	printf("\n" FLUSH_FUNC "() that wrote or synced: %llu (plus %llu empty calls of %llu)\n",
 	       (unsigned long long)all.flush.count, (unsigned long long)empty, (unsigned long long)calls);
 	lhist_print_log2(stdout, &all.flush, 1000, "usecs");
@@ -1013,6 +1122,11 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_bool(&w, "exited", target_exited);
 	jw_obj_end(&w);
 	jw_dbl(&w, "window_s", window);
+	jw_arr(&w, "features_off");
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (group_first(i) && group_missing(features[i].group))
+			jw_str(&w, NULL, features[i].group);
+	jw_arr_end(&w);
 	jw_obj(&w, "flush");
 	json_lhist(&w, &all.flush);
 	jw_u64(&w, "calls", sum_counter(obj, CNT_FLUSH_CALLS));
@@ -1187,6 +1301,46 @@ static void check_output_path(const char *path)
 		die("cannot write %s: %s", path, strerror(errno));
 }
 
+/*
+ * The classifier's ranges come from /proc/kallsyms, which takes the kernel ~40 ms to print: read it
+ * on a thread while the verifier checks the programs, keeping only the table's names.
+ */
+static struct {
+	pthread_t thread;
+	struct aof_krange r[MAX_KRANGES];
+	int n, err;
+} kr;
+
+static void *kranges_thread(void *arg)
+{
+	struct ksyms *ks = ksyms_load_filter(NULL, offcpu_wanted);
+
+	if (!ks) {
+		kr.err = errno ? errno : ENOMEM;
+		return NULL;
+	}
+	kr.n = build_kranges(ks, kr.r, MAX_KRANGES);
+	ksyms_free(ks);
+	return NULL;
+}
+
+static int kranges_install(struct aoftrace_bpf *obj)
+{
+	int fd = bpf_map__fd(obj->maps.kranges);
+
+	pthread_join(kr.thread, NULL);
+	if (kr.err) {
+		fprintf(stderr, "aoftrace: cannot read /proc/kallsyms: %s\n", strerror(kr.err));
+		return -kr.err;
+	}
+	for (__u32 i = 0; i < MAX_KRANGES; i++)	/* the padding too: see krange_comp() */
+		if (bpf_map_update_elem(fd, &i, &kr.r[i], BPF_ANY))
+			return -errno;
+	if (env.verbose)
+		fprintf(stderr, "aoftrace: %d kernel ranges for the off-CPU classifier\n", kr.n);
+	return 0;
+}
+
 static struct bpf_link *attach_flush(struct bpf_program *prog, const char *path, bool ret)
 {
 	LIBBPF_OPTS(bpf_uprobe_opts, uopts, .func_name = FLUSH_FUNC, .retprobe = ret);
@@ -1216,7 +1370,7 @@ int main(int argc, char **argv)
 	struct bpf_link *links[2] = {};
 	struct ring_buffer *rb = NULL;
 	struct aoftrace_bpf *obj = NULL;
-	char attach_path[PATH_MAX];
+	char attach_path[PATH_MAX], off[512];
 	uint64_t start, next_ival, end;
 	FILE *json = NULL;
 	int err;
@@ -1243,25 +1397,22 @@ int main(int argc, char **argv)
 		check_output_path(env.folded_path);
 	if (env.timeline_path)
 		check_output_path(env.timeline_path);
-	ksyms = ksyms_load(NULL);
-	if (!ksyms)
-		die("cannot read /proc/kallsyms: %s", strerror(errno));
+	err = pthread_create(&kr.thread, NULL, kranges_thread, NULL);
+	if (err)
+		die("cannot start a thread: %s", strerror(err));
 
 	open_opts.btf_custom_path = env.btf_path;
 	obj = aoftrace_bpf__open_opts(&open_opts);
 	if (!obj)
 		die("cannot open BPF object: %s", strerror(errno));
+	if (!probe_features(obj->obj, btf_file()))
+		die("cannot read kernel BTF from %s: %s", btf_file(), strerror(errno));
+	if (*features_off(off, sizeof(off), true))
+		die("this kernel lacks tracepoints the core needs: %s", off);
+	if (*features_off(off, sizeof(off), false))
+		fprintf(stderr, "aoftrace: features off: %s\n", off);
 	obj->rodata->targ_tgid = env.pid;
 	obj->rodata->timeline = env.timeline_path != NULL;
-	{
-		struct aof_krange kr[MAX_KRANGES];
-		int n = build_kranges(ksyms, kr, MAX_KRANGES);
-
-		memcpy((void *)obj->rodata->kranges, kr, n * sizeof(kr[0]));
-		obj->rodata->nr_kranges = n;
-		if (env.verbose)
-			fprintf(stderr, "aoftrace: %d kernel ranges for the off-CPU classifier\n", n);
-	}
 
 	err = aoftrace_bpf__load(obj);
 	if (err) {
@@ -1269,6 +1420,9 @@ int main(int argc, char **argv)
 			strerror(-err));
 		goto cleanup;
 	}
+	err = kranges_install(obj);
+	if (err)
+		goto cleanup;
 	err = aoftrace_bpf__attach(obj);
 	if (err) {
 		fprintf(stderr, "aoftrace: cannot attach tracepoints: %s (see aoftrace --check)\n",

@@ -16,10 +16,33 @@ static int cmp_krange(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
+/* Is `name` (or the function it is a clone of) in the table? For ksyms_load_filter(). */
+bool offcpu_wanted(const char *name)
+{
+	static struct offcpu_class sorted[OFFCPU_NCLASSES];
+	static bool ready;
+	struct offcpu_class key;
+	char base[128];
+	size_t len = strcspn(name, ".");
+
+	if (!ready) {
+		memcpy(sorted, offcpu_classes, sizeof(sorted));
+		qsort(sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class);
+		ready = true;
+	}
+	if (len >= sizeof(base))
+		return false;
+	memcpy(base, name, len);
+	base[len] = 0;
+	key.func = base;
+	return bsearch(&key, sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class) != NULL;
+}
+
 /*
  * Turn the classification table into sorted kernel text ranges for the BPF classifier. A function's
  * range ends where the next text symbol starts; compiler clones (name.isra.0, ...) count as the
- * function itself. Returns the number of ranges.
+ * function itself. The rest of `out` is padded with empty ranges at ~0 (krange_comp() searches all
+ * `max`). Returns the number of ranges.
  */
 int build_kranges(const struct ksyms *ks, struct aof_krange *out, int max)
 {
@@ -52,5 +75,7 @@ int build_kranges(const struct ksyms *ks, struct aof_krange *out, int max)
 		n++;
 	}
 	qsort(out, n, sizeof(out[0]), cmp_krange);
+	for (int i = n; i < max; i++)
+		out[i] = (struct aof_krange){ .start = ~0ULL, .end = ~0ULL, .comp = COMP_MAX };
 	return n;
 }
