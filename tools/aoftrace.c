@@ -1041,7 +1041,7 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 		print_quantiles(&all.sync[r]);
 	}
 	if (!all.sync[ROLE_MAIN].count && !all.flush.count)
-		printf("\nno AOF flush seen: is appendonly on, and did the server get writes?\n");
+		printf("\nno AOF flush seen — is appendonly on? (and did the server get writes?)\n");
 	print_attribution();
 	print_top_stacks(obj);
 	print_fs_block(obj);
@@ -1295,7 +1295,12 @@ static void check_output_path(const char *path)
 		dir[1] = 0;
 	else
 		*slash = 0;
-	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+	if (stat(dir, &st)) {
+		if (errno != ENOENT && errno != ENOTDIR)
+			die("cannot write %s: %s: %s", path, dir, strerror(errno));
+		die("cannot write %s: no directory %s", path, dir);
+	}
+	if (!S_ISDIR(st.st_mode))
 		die("cannot write %s: no directory %s", path, dir);
 	if (access(dir, W_OK))
 		die("cannot write %s: %s", path, strerror(errno));
@@ -1371,6 +1376,7 @@ int main(int argc, char **argv)
 	struct ring_buffer *rb = NULL;
 	struct aoftrace_bpf *obj = NULL;
 	char attach_path[PATH_MAX], off[512];
+	bool no_flush = false;
 	uint64_t start, next_ival, end;
 	FILE *json = NULL;
 	int err;
@@ -1501,6 +1507,12 @@ int main(int argc, char **argv)
 		double window = (now_ns() - start) / 1e9;
 
 		print_report(obj, window);
+		/* Valkey and Redis call flushAppendOnlyFile() on every event-loop turn, but only with the AOF on. */
+		if (!env.any && !sum_counter(obj, CNT_FLUSH_CALLS) && window >= 1.0) {
+			fprintf(stderr, "aoftrace: no AOF flush seen — is appendonly on? (no %s() call in %.1f s)\n",
+				FLUSH_FUNC, window);
+			no_flush = true;
+		}
 		if (json) {
 			write_json(json, obj, window);
 			if (fclose(json)) {
@@ -1537,5 +1549,5 @@ cleanup:
 	aoftrace_bpf__destroy(obj);
 	ksyms_free(ksyms);
 	uring_free();
-	return err != 0;
+	return err != 0 || no_flush;
 }
