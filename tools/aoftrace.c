@@ -177,6 +177,12 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	return 0;
 }
 
+static const struct argp argp = {
+	.options = opts,
+	.parser = parse_arg,
+	.doc = argp_program_doc,
+};
+
 static int libbpf_print_fn(enum libbpf_print_level level, const char *format, va_list args)
 {
 	if (level == LIBBPF_DEBUG && !env.verbose)
@@ -1366,11 +1372,6 @@ static struct bpf_link *attach_flush(struct bpf_program *prog, const char *path,
 
 int main(int argc, char **argv)
 {
-	static const struct argp argp = {
-		.options = opts,
-		.parser = parse_arg,
-		.doc = argp_program_doc,
-	};
 	LIBBPF_OPTS(bpf_object_open_opts, open_opts);
 	struct bpf_link *links[2] = {};
 	struct ring_buffer *rb = NULL;

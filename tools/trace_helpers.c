@@ -282,7 +282,8 @@ struct ksyms *ksyms_load_filter(const char *path, bool (*keep)(const char *name)
 	fclose(f);
 	for (size_t i = 0; i < ks->n; i++)
 		ks->syms[i].name = ks->strs + (uintptr_t)ks->syms[i].name;
-	qsort(ks->syms, ks->n, sizeof(*ks->syms), ksym_cmp);
+	if (ks->n)	/* an empty file leaves syms NULL, which qsort() must not get (found by make fuzz) */
+		qsort(ks->syms, ks->n, sizeof(*ks->syms), ksym_cmp);
 	return ks;
 err:
 	fclose(f);
