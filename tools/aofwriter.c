@@ -557,13 +557,13 @@ static void infoCommand(struct client *c, int argc, struct arg *argv)
 	if (info_section(argc, argv, "aofwriter", true))
 		buf_printf(&b, "# Aofwriter\r\nio:%s\r\nappendfsync:%s\r\nring_depth:%u\r\n"
 			   "uring_chunk:%u\r\nuring_inflight:%u\r\nuring_linked_chunks:%d\r\n"
-			   "auto_rewrite:%s\r\nauto_rewrite_bytes:%lld\r\n"
+			   "auto_rewrite:%s\r\nauto_rewrite_bytes:%lld\r\ntest_fault_every:%u\r\n"
 			   "flushes:%llu\r\nflush_ns_total:%llu\r\nflush_ns_max:%llu\r\n"
 			   "fsyncs:%llu\r\nfsync_ns_total:%llu\r\nwrite_calls:%llu\r\nshort_writes:%llu\r\n"
 			   "write_retries:%llu\r\naof_bytes_written:%llu\r\n\r\n",
 			   io_name(server.io), fsync_name(server.fsync), server.ring_depth, server.uring_chunk,
 			   server.uring_inflight, !server.uring_unlinked, server.auto_rewrite ? "yes" : "no",
-			   server.auto_rewrite_bytes, server.stat_flushes, server.stat_flush_ns,
+			   server.auto_rewrite_bytes, server.test_fault_every, server.stat_flushes, server.stat_flush_ns,
 			   server.stat_flush_max_ns, server.stat_fsyncs, server.stat_fsync_ns,
 			   server.stat_write_calls, server.stat_short_writes, server.stat_retries,
 			   server.stat_bytes);
@@ -1080,8 +1080,9 @@ static void readQueryFromClient(struct client *c)
 }
 
 /* Sends replies; only ever called after flushAppendOnlyFile() in beforeSleep(), so no reply
- * leaves before the write it acknowledges went to the AOF (and, with always, to disk). */
-static void handleClientsWithPendingWrites(void)
+ * leaves before the write it acknowledges went to the AOF (and, with always, to disk). The
+ * reply-before-sync test fault calls it from inside the flush, before the fsync. */
+void handleClientsWithPendingWrites(void)
 {
 	struct client *c, *next;
 
@@ -1248,6 +1249,20 @@ static void usage(FILE *f)
 "  -h, --help               this help\n"
 "  --version                print the version\n"
 "\n"
+"Test only (they lose acknowledged writes on purpose, to test aoftrace's durability checks;\n"
+"refused unless --enable-test-faults is given; INFO shows aof_test_faults_injected):\n"
+"  --enable-test-faults     allow the switches below (prints a warning at start)\n"
+"  --test-fault LIST        comma list of faults to inject into the AOF path:\n"
+"                           overwrite          every Nth flush writes its buffer at\n"
+"                                              end - length (from 0 at most), over earlier data\n"
+"                           reply-before-sync  every Nth flush sends the replies before the\n"
+"                                              fsync (--appendfsync always only)\n"
+"                           skip-fsync         every Nth flush does no fsync at all\n"
+"                                              (--appendfsync always only)\n"
+"                           stale-file         after a rewrite, keep writing to the old incr\n"
+"                                              file, which the rewrite deletes\n"
+"  --test-fault-every N     N for the every-Nth-flush faults (default 20)\n"
+"\n"
 "Commands: PING ECHO SELECT(0) SET(NX|XX|GET) GET DEL UNLINK EXISTS KEYS INCR DECR DBSIZE FLUSHALL\n"
 "FLUSHDB INFO CONFIG-GET BGREWRITEAOF SHUTDOWN QUIT COMMAND. No key expiry.\n"
 "Limits: one argument 64 MiB, 1048576 arguments per command, 256 MiB of unparsed input per\n"
@@ -1294,7 +1309,29 @@ bad:
 enum {
 	OPT_PORT = 256, OPT_BIND, OPT_DIR, OPT_DIRNAME, OPT_FILENAME, OPT_FSYNC, OPT_IO, OPT_RING,
 	OPT_CHUNK, OPT_INFLIGHT, OPT_UNLINKED, OPT_SQIDLE, OPT_AUTO, OPT_VERBOSE, OPT_VERSION,
+	OPT_ENABLE_FAULTS, OPT_FAULT, OPT_FAULT_EVERY,
 };
+
+/* --test-fault LIST: comma-separated names of test_fault_names[]. */
+static unsigned parse_test_faults(const char *list)
+{
+	unsigned faults = 0;
+	const char *p = list;
+
+	do {
+		size_t n = strcspn(p, ",");
+		int i;
+
+		for (i = 0; i < NR_TEST_FAULTS; i++)
+			if (strlen(test_fault_names[i]) == n && !strncmp(p, test_fault_names[i], n))
+				break;
+		if (i == NR_TEST_FAULTS)
+			die_opt("--test-fault '%s': expected a comma list of overwrite, reply-before-sync, skip-fsync, stale-file", list);
+		faults |= 1u << i;
+		p += n;
+	} while (*p++ == ',');
+	return faults;
+}
 
 static void parse_options(int argc, char **argv)
 {
@@ -1315,8 +1352,12 @@ static void parse_options(int argc, char **argv)
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
+		{ "enable-test-faults", no_argument, NULL, OPT_ENABLE_FAULTS },
+		{ "test-fault", required_argument, NULL, OPT_FAULT },
+		{ "test-fault-every", required_argument, NULL, OPT_FAULT_EVERY },
 		{ 0 },
 	};
+	bool enable_faults = false, every_set = false;
 	struct in_addr a;
 	int opt;
 
@@ -1400,6 +1441,16 @@ static void parse_options(int argc, char **argv)
 		case OPT_VERSION:
 			printf("aofwriter %s\n", AOFWRITER_VERSION);
 			exit(0);
+		case OPT_ENABLE_FAULTS:
+			enable_faults = true;
+			break;
+		case OPT_FAULT:
+			server.test_faults |= parse_test_faults(optarg);
+			break;
+		case OPT_FAULT_EVERY:
+			server.test_fault_every = parse_num("--test-fault-every", optarg, 1, 1000000, false);
+			every_set = true;
+			break;
 		case ':':
 			die_opt("option '%s' needs a value", argv[optind - 1]);
 			break;
@@ -1413,6 +1464,23 @@ static void parse_options(int argc, char **argv)
 		fprintf(stderr, "aofwriter: --ring-depth %u must be at least --uring-inflight + 1 (%u) (see --help)\n",
 			server.ring_depth, server.uring_inflight + 1);
 		exit(2);
+	}
+	if ((server.test_faults || every_set) && !enable_faults) {
+		fprintf(stderr, "aofwriter: --test-fault and --test-fault-every are test-only switches that lose acknowledged writes; refused without --enable-test-faults (see --help)\n");
+		exit(2);
+	}
+	if ((server.test_faults & (FAULT_REPLY_BEFORE_SYNC | FAULT_SKIP_FSYNC)) && server.fsync != AOF_FSYNC_ALWAYS) {
+		fprintf(stderr, "aofwriter: --test-fault %s needs --appendfsync always (see --help)\n",
+			server.test_faults & FAULT_REPLY_BEFORE_SYNC ? "reply-before-sync" : "skip-fsync");
+		exit(2);
+	}
+	if (enable_faults) {
+		struct buf b = { 0 };
+
+		test_faults_str(&b, server.test_faults);
+		fprintf(stderr, "aofwriter: TEST FAULTS ENABLED: %s (every-Nth-flush faults: N=%u): acknowledged writes may be lost; never use this for data you want to keep\n",
+			b.p, server.test_fault_every);
+		buf_free(&b);
 	}
 }
 
@@ -1460,6 +1528,7 @@ int main(int argc, char **argv)
 	server.uring_chunk = 256 << 10;
 	server.uring_inflight = 4;
 	server.sqpoll_idle_ms = 1000;
+	server.test_fault_every = TEST_FAULT_EVERY_DEFAULT;
 	server.child_pid = -1;
 	server.aof_fd = -1;
 	parse_options(argc, argv);

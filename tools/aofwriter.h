@@ -23,6 +23,18 @@
 enum io_mode { IO_WRITE, IO_URING, IO_URING_LINKED, IO_URING_SQPOLL };
 enum fsync_policy { AOF_FSYNC_ALWAYS, AOF_FSYNC_EVERYSEC, AOF_FSYNC_NO };
 
+/* Test-only faults (--test-fault, refused without --enable-test-faults): they lose acknowledged
+ * writes on purpose so that aoftrace's durability checks can be tested. See docs/aofwriter.md. */
+enum test_fault {
+	FAULT_OVERWRITE		= 1 << 0,	/* every Nth flush: write below the end of file */
+	FAULT_REPLY_BEFORE_SYNC	= 1 << 1,	/* every Nth flush: send replies before the fsync */
+	FAULT_SKIP_FSYNC	= 1 << 2,	/* every Nth flush: no fsync at all */
+	FAULT_STALE_FILE	= 1 << 3,	/* keep writing to the incr file a rewrite deletes */
+};
+#define NR_TEST_FAULTS 4
+#define FAULTS_EVERY_NTH (FAULT_OVERWRITE | FAULT_REPLY_BEFORE_SYNC | FAULT_SKIP_FSYNC)
+#define TEST_FAULT_EVERY_DEFAULT 20
+
 #define C_OK	0
 #define C_ERR	(-1)
 
@@ -92,6 +104,8 @@ struct server {
 	bool auto_rewrite;		/* start a rewrite as soon as the previous one finished ... */
 	long long auto_rewrite_bytes;	/* ... or when the incr files grew by this much (0: continuous) */
 	bool verbose;
+	unsigned test_faults;		/* enum test_fault bits; 0 unless --enable-test-faults */
+	unsigned test_fault_every;	/* the every-Nth-flush faults hit flush N, 2N, ... */
 
 	/* dataset (one database, db 0) */
 	struct dict db;
@@ -136,6 +150,11 @@ struct server {
 	unsigned long long stat_write_calls, stat_short_writes, stat_retries;
 	unsigned long long stat_bytes;
 	unsigned long long stat_commands, stat_conns;
+
+	/* test faults */
+	unsigned long long fault_flushes;	/* event-loop flushes that wrote, counted for "every N" */
+	unsigned long long stat_test_faults;	/* faults injected (INFO aof_test_faults_injected) */
+	bool aof_fd_unlinked;			/* stale-file: aof_fd's file was deleted by a rewrite */
 };
 
 extern struct server server;
@@ -146,6 +165,7 @@ long long nstime(void);
 void serverLog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int exec_loaded_command(int argc, struct arg *argv, char *err, size_t errlen);
 void dict_iter(void (*fn)(struct entry *e, void *ctx), void *ctx);
+void handleClientsWithPendingWrites(void);
 
 /* aofwriter_aof.c: the AOF path, names as in Valkey's aof.c */
 int aof_init(void);
@@ -160,5 +180,7 @@ void backgroundRewriteDoneHandler(int exitcode, int bysignal);
 pid_t serverFork(int purpose);
 void aof_check_child(void);
 void aof_close_listeners_in_child(void);
+extern const char *const test_fault_names[NR_TEST_FAULTS];
+void test_faults_str(struct buf *b, unsigned faults);
 
 #endif /* AOFWRITER_H */

@@ -689,13 +689,45 @@ static ssize_t uring_write(int fd, const char *buf, size_t len, off_t off, bool 
 	return done;
 }
 
+/* Set by flushAppendOnlyFile() for the aofWrite() it calls: where the buffer goes and whether the
+ * io_uring modes link the fsync behind the writes. Only the test faults change them. */
+static off_t write_off;
+static bool write_overwrite;	/* overwrite fault: pwrite at write_off below the end of file */
+static bool write_linked_sync;
+
+/* Test fault "overwrite" in write mode: pwrite(2) below the end of file. pwrite ignores the offset
+ * on an O_APPEND fd, so O_APPEND is dropped for the call and put back afterwards. */
+static ssize_t fault_pwrite(int fd, const char *buf, size_t len, off_t off)
+{
+	ssize_t n, tot = 0;
+
+	if (fcntl(fd, F_SETFL, 0) < 0)
+		return -1;
+	while (len) {
+		n = pwrite(fd, buf, len, off);
+		server.stat_write_calls++;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len -= n;
+		buf += n;
+		off += n;
+		tot += n;
+	}
+	fcntl(fd, F_SETFL, O_APPEND);
+	return tot ? tot : -1;
+}
+
 /* Valkey's aofWrite(): write everything or return what was written (-1 if nothing). */
 EXPORT ssize_t aofWrite(int fd, const char *buf, size_t len)
 {
 	ssize_t nwritten = 0, totwritten = 0;
 
 	if (uring_mode())
-		return uring_write(fd, buf, len, server.aof_offset, linked_fsync());
+		return uring_write(fd, buf, len, write_off, write_linked_sync);
+	if (write_overwrite)
+		return fault_pwrite(fd, buf, len, write_off);
 	while (len) {
 		nwritten = write(fd, buf, len);
 		server.stat_write_calls++;
@@ -722,14 +754,59 @@ static void aof_background_fsync(void)
 	server.last_fsync_ms = mstime();
 }
 
+/* Which every-Nth-flush test faults hit this flush: none without --test-fault. Only event-loop
+ * flushes count; a forced one (rewrite start, shutdown) has no replies to send early. */
+static unsigned test_faults_due(int force)
+{
+	unsigned due;
+
+	if (force || !(server.test_faults & FAULTS_EVERY_NTH))
+		return 0;
+	if (++server.fault_flushes % server.test_fault_every)
+		return 0;
+	due = server.test_faults & FAULTS_EVERY_NTH;
+	if (server.aof_offset == 0)		/* an empty file has nothing to overwrite */
+		due &= ~FAULT_OVERWRITE;
+	if (due & FAULT_SKIP_FSYNC)		/* no fsync to reply before */
+		due &= ~FAULT_REPLY_BEFORE_SYNC;
+	return due;
+}
+
+/* The fsync of appendfsync always when it is not linked behind the writes: fdatasync(2), or in
+ * the linked io_uring modes (reply-before-sync fault only) an IORING_OP_FSYNC of its own. */
+static void aof_fsync_always(void)
+{
+	long long ts = nstime();
+	int err = 0;
+
+	if (linked_fsync()) {
+		errno = 0;
+		uring_write(server.aof_fd, NULL, 0, server.aof_offset, true);
+		if (!linked_fsync_done)
+			err = linked_fsync_errno ? linked_fsync_errno : errno ? errno : EIO;
+	} else if (fdatasync(server.aof_fd) < 0) {
+		err = errno;
+	} else {
+		server.stat_fsyncs++;
+	}
+	if (err) {
+		serverLog("Can't persist AOF for fsync error when the AOF fsync policy is 'always': %s. Exiting...",
+			  strerror(err));
+		exit(1);
+	}
+	server.stat_fsync_ns += nstime() - ts;
+}
+
 /* Valkey's flushAppendOnlyFile(): called before every reply (beforeSleep); write the AOF buffer,
  * then fsync according to appendfsync. force is kept for Valkey's signature: there is no
- * postponed write here, so it changes nothing. */
+ * postponed write here, so it changes nothing (except that test faults skip forced flushes). */
 EXPORT void flushAppendOnlyFile(int force)
 {
 	long long t0, t1;
 	ssize_t nwritten;
 	size_t len = server.aof_buf.len;
+	unsigned fault;
+	off_t end;
 
 	if (len == 0) {
 		/* Data written but not fsynced yet still gets its fsync within a second (everysec). */
@@ -738,6 +815,13 @@ EXPORT void flushAppendOnlyFile(int force)
 			aof_background_fsync();
 		return;
 	}
+
+	fault = test_faults_due(force);
+	write_overwrite = fault & FAULT_OVERWRITE;
+	write_off = server.aof_offset;
+	if (write_overwrite)	/* TEST FAULT: over the tail of the file, from its start at most */
+		write_off = server.aof_offset > (off_t)len ? server.aof_offset - (off_t)len : 0;
+	write_linked_sync = linked_fsync() && !(fault & (FAULT_SKIP_FSYNC | FAULT_REPLY_BEFORE_SYNC));
 
 	t0 = nstime();
 	nwritten = aofWrite(server.aof_fd, server.aof_buf.p, len);
@@ -765,7 +849,7 @@ EXPORT void flushAppendOnlyFile(int force)
 		server.aof_last_write_errno = err;
 		return;
 	}
-	if (linked_fsync() && !linked_fsync_done) {
+	if (write_linked_sync && !linked_fsync_done) {
 		serverLog("Can't persist AOF for fsync error when the AOF fsync policy is 'always': %s. Exiting...",
 			  strerror(linked_fsync_errno ? linked_fsync_errno : EIO));
 		exit(1);
@@ -774,29 +858,27 @@ EXPORT void flushAppendOnlyFile(int force)
 		serverLog("AOF write error looks solved, aofwriter can write again.");
 		server.aof_last_write_status = C_OK;
 	}
-	server.aof_offset += nwritten;
-	server.aof_current_size += nwritten;
+	/* An overwrite grows the file only when it started at 0 and reached past the old end. */
+	end = write_off + nwritten > server.aof_offset ? write_off + nwritten : server.aof_offset;
+	server.aof_current_size += end - server.aof_offset;
+	server.aof_offset = end;
 	server.stat_bytes += nwritten;
 	server.aof_buf.len = 0;
 	if (server.aof_buf.cap > (4 << 20))	/* do not keep a huge buffer around */
 		buf_free(&server.aof_buf);
 
 	if (server.fsync == AOF_FSYNC_ALWAYS) {
-		if (!linked_fsync()) {
-			long long ts = nstime();
-
-			if (fdatasync(server.aof_fd) < 0) {
-				serverLog("Can't persist AOF for fsync error when the AOF fsync policy is 'always': %s. Exiting...",
-					  strerror(errno));
-				exit(1);
-			}
-			server.stat_fsyncs++;
-			server.stat_fsync_ns += nstime() - ts;
+		if (fault & FAULT_REPLY_BEFORE_SYNC)	/* TEST FAULT: acknowledge, then sync */
+			handleClientsWithPendingWrites();
+		if (!(fault & FAULT_SKIP_FSYNC)) {	/* TEST FAULT skip-fsync: no sync at all */
+			if (!write_linked_sync)
+				aof_fsync_always();
+			server.aof_fsync_offset = server.aof_offset;
 		}
-		server.aof_fsync_offset = server.aof_offset;
 	} else if (server.fsync == AOF_FSYNC_EVERYSEC && mstime() - server.last_fsync_ms >= 1000 && !bio_pending()) {
 		aof_background_fsync();
 	}
+	server.stat_test_faults += __builtin_popcount(fault) + server.aof_fd_unlinked;
 	t1 = nstime();
 	server.stat_flushes++;
 	server.stat_flush_ns += t1 - t0;
@@ -869,6 +951,14 @@ static int openNewIncrAofForAppend(void)
 	}
 	manifest_free(&server.manifest);
 	server.manifest = m;
+	if (server.aof_fd >= 0 && (server.test_faults & FAULT_STALE_FILE)) {
+		/* TEST FAULT: the new incr file exists and the manifest names it, but the writes stay
+		 * on the old fd, whose file backgroundRewriteDoneHandler() deletes as history. */
+		close(fd);
+		if (server.verbose)
+			serverLog("Created AOF incr file %s, still writing to the old one (stale-file fault)", name);
+		return C_OK;
+	}
 	if (server.aof_fd >= 0) {
 		/* The old incr file: fsynced already with always; the bio thread finishes it otherwise. */
 		if (server.fsync == AOF_FSYNC_ALWAYS)
@@ -1096,10 +1186,17 @@ EXPORT void backgroundRewriteDoneHandler(int exitcode, int bysignal)
 		unlink(aof_path(server.manifest.base.name));
 	for (int i = 0; i < last; i++)
 		unlink(aof_path(server.manifest.incr[i].name));
+	if (server.test_faults & FAULT_STALE_FILE) {
+		struct stat st;
+
+		/* From now on every flush writes to a deleted file: count each as an injected fault. */
+		server.aof_fd_unlinked = fstat(server.aof_fd, &st) == 0 && st.st_nlink == 0;
+	}
 	manifest_free(&server.manifest);
 	server.manifest = m;
 	server.aof_base_size = file_size(aof_path(server.manifest.base.name));
-	server.aof_current_size = server.aof_base_size + server.aof_offset;
+	/* stale-file: the manifest's incr file is empty; count growth from here, as after a switch */
+	server.aof_current_size = server.aof_base_size + (server.aof_fd_unlinked ? 0 : server.aof_offset);
 	server.aof_rewrites++;
 	server.aof_last_bgrewrite_status = C_OK;
 	if (server.verbose)
@@ -1267,12 +1364,35 @@ void aof_info(struct buf *b)
 		   "aof_last_bgrewrite_status:%s\r\naof_rewrites:%lld\r\naof_last_write_status:%s\r\n"
 		   "aof_current_size:%lld\r\naof_base_size:%lld\r\naof_pending_rewrite:0\r\n"
 		   "aof_buffer_length:%zu\r\naof_pending_bio_fsync:%d\r\naof_delayed_fsync:0\r\n"
-		   "aof_rewrite_child_pid:%d\r\naof_incr_file:%s\r\naof_base_file:%s\r\n",
+		   "aof_rewrite_child_pid:%d\r\naof_incr_file:%s\r\naof_base_file:%s\r\n"
+		   "aof_test_faults_injected:%llu\r\naof_test_faults:",
 		   server.child_pid != -1, server.aof_rewrites ? server.aof_last_rewrite_ms / 1000 : -1,
 		   server.child_pid != -1 ? (now - server.rewrite_start_ms) / 1000 : -1,
 		   server.aof_last_bgrewrite_status == C_OK ? "ok" : "err", server.aof_rewrites,
 		   server.aof_last_write_status == C_OK ? "ok" : "err", server.aof_current_size,
 		   server.aof_base_size, server.aof_buf.len, bio_pending(), (int)server.child_pid,
 		   server.manifest.nincr ? server.manifest.incr[server.manifest.nincr - 1].name : "",
-		   server.manifest.base.name ? server.manifest.base.name : "");
+		   server.manifest.base.name ? server.manifest.base.name : "", server.stat_test_faults);
+	test_faults_str(b, server.test_faults);
+	buf_printf(b, "\r\n");
+}
+
+/* ---------------------------------------------------------------- test faults */
+
+const char *const test_fault_names[NR_TEST_FAULTS] = {
+	"overwrite", "reply-before-sync", "skip-fsync", "stale-file",
+};
+
+/* "overwrite,skip-fsync", or "none" */
+void test_faults_str(struct buf *b, unsigned faults)
+{
+	const char *sep = "";
+
+	if (!faults)
+		buf_printf(b, "none");
+	for (int i = 0; i < NR_TEST_FAULTS; i++)
+		if (faults & (1u << i)) {
+			buf_printf(b, "%s%s", sep, test_fault_names[i]);
+			sep = ",";
+		}
 }
