@@ -42,8 +42,10 @@ $(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX) | $(BUILD)
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@
 
-AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/offcpu.c tools/uring_stats.c tools/timeline.c
+AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/offcpu.c tools/uring_stats.c tools/timeline.c \
+		 tools/durability.c
 AOFTRACE_HDRS := tools/trace_helpers.h tools/offcpu.h tools/uring_stats.h tools/timeline.h bpf/aoftrace.h \
+		 tools/durability.h \
 		 bpf/classify.h
 
 $(BUILD)/aoftrace: $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(SKELS) | $(BUILD)

@@ -25,6 +25,7 @@
 #include <bpf/libbpf.h>
 #include "aoftrace.h"
 #include "aoftrace.skel.h"
+#include "durability.h"
 #include "offcpu.h"
 #include "trace_helpers.h"
 #include "timeline.h"
@@ -515,6 +516,7 @@ static uint64_t comp_sum(const struct opstat *o)
 	return sum;
 }
 static bool target_exited;
+static uint64_t trace_start_ns;
 static char target_exe[PATH_MAX];
 static char target_comm[TASK_COMM_LEN + 1];
 
@@ -548,6 +550,8 @@ static int handle_event(void *ctx, void *data, size_t len)
 						fsx.growth_mismatches++;
 				}
 			}
+			if (i == 0)
+				dur_flush(f);
 			lhist_add(&t[i]->flush, f->dur_ns);
 			lhist_add(&t[i]->flush_write, f->write_ns);
 			t[i]->writes += f->writes;
@@ -567,6 +571,10 @@ static int handle_event(void *ctx, void *data, size_t len)
 			t[i]->sync_calls[s->role][s->kind]++;
 			if (s->ret < 0)
 				t[i]->sync_errors[s->role]++;
+			break;
+		case EV_VIOLATION:
+			if (i == 0)
+				dur_violation(data, trace_start_ns);
 			break;
 		case EV_FORK:
 			t[i]->forks++;
@@ -601,6 +609,17 @@ static uint64_t sum_counter(struct aoftrace_bpf *obj, uint32_t idx)
 static double us(uint64_t ns)
 {
 	return ns / 1000.0;
+}
+
+static void dur_read(struct aoftrace_bpf *obj, struct dur_counts *c)
+{
+	for (int k = 0; k < VIO_MAX; k++)
+		c->vio[k] = sum_counter(obj, CNT_VIO_OVERWRITE + k);
+	c->overwrite_bytes = sum_counter(obj, CNT_OVERWRITE_BYTES);
+	c->growth_diff_bytes = sum_counter(obj, CNT_GROWTH_DIFF_BYTES);
+	c->sync_retried = sum_counter(obj, CNT_SYNC_RETRIED);
+	c->sync_carried_on = sum_counter(obj, CNT_SYNC_CARRIED_ON);
+	c->max_window_ns = obj->bss->dur_max_window_ns;
 }
 
 static void print_quantiles(const struct lhist *h)
@@ -1052,6 +1071,12 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 	print_top_stacks(obj);
 	print_fs_block(obj);
 	{
+		struct dur_counts dc;
+
+		dur_read(obj, &dc);
+		dur_print(stdout, &dc);
+	}
+	{
 		struct uring_workers w;
 
 		uring_workers_read(obj, &w);
@@ -1234,6 +1259,12 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 		jw_obj_end(&w);
 	}
 	jw_obj_end(&w);
+	{
+		struct dur_counts dc;
+
+		dur_read(obj, &dc);
+		dur_json(&w, &dc);
+	}
 	jw_u64(&w, "lost_events", sum_counter(obj, CNT_LOST));
 	jw_end(&w);
 }
@@ -1475,7 +1506,7 @@ int main(int argc, char **argv)
 		       "F_MAXus", "FDSYNCS", "S_P50us", "S_P99us", "WRITE_MB", "CHILD");
 	fflush(stdout);
 
-	start = now_ns();
+	start = trace_start_ns = now_ns();
 	next_ival = start + (uint64_t)(env.interval * 1e9);
 	end = env.duration ? start + (uint64_t)(env.duration * 1e9) : UINT64_MAX;
 	while (!exiting) {
