@@ -70,7 +70,9 @@ class _Proc:
                 self.proc.kill()
                 self.proc.wait()
         self.thread.join(5)
-        self.stderr = self.proc.stderr.read()
+        if not self.proc.stderr.closed:     # a second stop() (the with-exit) keeps what the first read
+            self.stderr = self.proc.stderr.read()
+            self.proc.stderr.close()
         return self.proc.returncode
 
     @property
