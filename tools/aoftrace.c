@@ -620,6 +620,7 @@ static void dur_read(struct aoftrace_bpf *obj, struct dur_counts *c)
 	c->sync_retried = sum_counter(obj, CNT_SYNC_RETRIED);
 	c->sync_carried_on = sum_counter(obj, CNT_SYNC_CARRIED_ON);
 	c->max_window_ns = obj->bss->dur_max_window_ns;
+	c->exited_after_error = target_exited && obj->bss->dur_err_pending;
 }
 
 static void print_quantiles(const struct lhist *h)

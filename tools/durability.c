@@ -43,31 +43,40 @@ static int policy_always(void)
 	return d.sflushes * 2 >= d.wflushes;
 }
 
-static void warn(const struct aof_violation_event *e)
+/* "tid 12 (valkey-server), inode 131, 720 bytes at offset 8528 below the end 9248" */
+static void describe(FILE *out, const struct aof_violation_event *e)
 {
-	double t = e->ts_ns > d.start_ns ? (e->ts_ns - d.start_ns) / 1e9 : 0;
-
-	fprintf(stderr, "aoftrace: DURABILITY at %.3f s: %s: tid %u (%s), inode %llu", t, vio_labels[e->kind],
-		e->tid, e->comm, (unsigned long long)e->ino);
+	fprintf(out, "tid %u (%s), inode %llu", e->tid, e->comm, (unsigned long long)e->ino);
 	switch (e->kind) {
 	case VIO_OVERWRITE:
-		fprintf(stderr, ", %lld bytes at offset %llu below the end %llu\n", (long long)e->bytes,
+		fprintf(out, ", %lld bytes at offset %llu below the end %llu\n", (long long)e->bytes,
 			(unsigned long long)e->off, (unsigned long long)e->isize);
 		break;
 	case VIO_GROWTH:
-		fprintf(stderr, ", size %llu -> %llu, %+lld bytes against what was written\n",
+		fprintf(out, ", size %llu -> %llu, %+lld bytes against what was written\n",
 			(unsigned long long)e->off, (unsigned long long)e->isize, (long long)e->bytes);
 		break;
 	case VIO_REPLY_EARLY:
-		fprintf(stderr, ", %llu bytes unsynced for %.0f us\n", (unsigned long long)e->off, e->isize / 1e3);
+		fprintf(out, ", %llu bytes unsynced for %.0f us\n", (unsigned long long)e->off, e->isize / 1e3);
 		break;
 	case VIO_SYNC_ERROR:
-		fprintf(stderr, ", %s (%lld)\n", e->bytes < 0 ? strerror(-e->bytes) : "short write",
+		fprintf(out, ", %s (%lld)\n", e->bytes < 0 ? strerror(-e->bytes) : "short write",
 			(long long)e->bytes);
 		break;
 	default:
-		fprintf(stderr, ", offset %llu\n", (unsigned long long)e->off);
+		fprintf(out, ", offset %llu\n", (unsigned long long)e->off);
 	}
+}
+
+static double rel_s(const struct aof_violation_event *e)
+{
+	return e->ts_ns > d.start_ns ? (e->ts_ns - d.start_ns) / 1e9 : 0;
+}
+
+static void warn(const struct aof_violation_event *e)
+{
+	fprintf(stderr, "aoftrace: DURABILITY at %.3f s: %s: ", rel_s(e), vio_labels[e->kind]);
+	describe(stderr, e);
 }
 
 /* Print what is due: everything but early replies at once, those once the policy is known. */
@@ -139,15 +148,13 @@ void dur_print(FILE *out, const struct dur_counts *c)
 		if (k == VIO_REPLY_EARLY)
 			fprintf(out, ", longest window %.0f us", c->max_window_ns / 1e3);
 		if (k == VIO_SYNC_ERROR)
-			fprintf(out, "; then retried %llu, carried on %llu", (unsigned long long)c->sync_retried,
-				(unsigned long long)c->sync_carried_on);
+			fprintf(out, "; then retried %llu, carried on %llu%s", (unsigned long long)c->sync_retried,
+				(unsigned long long)c->sync_carried_on, c->exited_after_error ? ", exited" : "");
 		fputc('\n', out);
-		for (int i = 0; i < d.nex[k] && i < 3; i++)
-			fprintf(out, "    at %.3f s tid %u (%s) inode %llu offset %llu size %llu bytes %lld\n",
-				d.ex[k][i].ts_ns > d.start_ns ? (d.ex[k][i].ts_ns - d.start_ns) / 1e9 : 0,
-				d.ex[k][i].tid, d.ex[k][i].comm, (unsigned long long)d.ex[k][i].ino,
-				(unsigned long long)d.ex[k][i].off, (unsigned long long)d.ex[k][i].isize,
-				(long long)d.ex[k][i].bytes);
+		for (int i = 0; i < d.nex[k] && i < 3; i++) {
+			fprintf(out, "    at %.3f s: ", rel_s(&d.ex[k][i]));
+			describe(out, &d.ex[k][i]);
+		}
 	}
 	if (policy_always() == 0 && c->vio[VIO_REPLY_EARLY])
 		fprintf(out, "  (%llu replies left with AOF bytes unsynced: expected with everysec or no)\n",
@@ -171,6 +178,7 @@ void dur_json(struct jw *w, const struct dur_counts *c)
 	jw_u64(w, "sync_errors", counted(c, VIO_SYNC_ERROR));
 	jw_u64(w, "sync_errors_retried", c->sync_retried);
 	jw_u64(w, "sync_errors_carried_on", c->sync_carried_on);
+	jw_bool(w, "exited_after_sync_error", c->exited_after_error);
 	jw_u64(w, "writes_to_unlinked", counted(c, VIO_UNLINKED));
 	jw_arr(w, "examples");
 	for (int k = 0; k < VIO_MAX; k++) {
@@ -179,7 +187,7 @@ void dur_json(struct jw *w, const struct dur_counts *c)
 
 			jw_obj(w, NULL);
 			jw_str(w, "kind", vio_names[k]);
-			jw_dbl(w, "t_s", e->ts_ns > d.start_ns ? (e->ts_ns - d.start_ns) / 1e9 : 0);
+			jw_dbl(w, "t_s", rel_s(e));
 			jw_u64(w, "tid", e->tid);
 			jw_str(w, "comm", e->comm);
 			jw_u64(w, "inode", e->ino);

@@ -15,6 +15,7 @@ struct dur_counts {
 	uint64_t vio[VIO_MAX];
 	uint64_t overwrite_bytes, growth_diff_bytes, sync_retried, sync_carried_on;
 	uint64_t max_window_ns;
+	bool exited_after_error;	/* the target exited with a sync error not followed by anything */
 };
 
 void dur_flush(const struct aof_flush_event *f);
