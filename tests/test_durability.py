@@ -2,6 +2,8 @@
 (--enable-test-faults), on XFS and ext4, in write and io_uring modes, within a short bounded load;
 and reports `ok` for every correct mode of aofwriter and for Debian's redis-server under
 redis-benchmark with BGREWRITEAOF loops, run after run (no false positives)."""
+import glob
+import os
 import threading
 import time
 
@@ -123,3 +125,23 @@ def test_everysec_replies_are_not_violations(xfs, port, tmp_path):
     assert dur["ok"] and dur["appendfsync"] == "not always", dur
     assert dur["replies_before_sync"] == 0 and dur["replies_unsynced_any_policy"] > 0, dur
     assert "DURABILITY" not in at.stderr
+
+
+@pytest.mark.parametrize("io", ["write", "uring-linked"])
+def test_write_error_is_named_with_what_followed(io, xfs, port, tmp_path):
+    """RLIMIT_FSIZE just above the AOF's size: the next writes fail with EFBIG, and aofwriter, like
+    Valkey with appendfsync always, exits. aoftrace names the error and that the server exited."""
+    with env.aofwriter(xfs.mnt, port, io=io) as w:
+        env.benchmark(port, requests=2000, clients=5)
+        with tracing.Aoftrace(w.pid, str(tmp_path / "t.json")) as at:
+            incr = glob.glob(os.path.join(xfs.mnt, "appendonlydir", "*.incr.aof"))
+            assert len(incr) == 1, incr
+            env.run(["prlimit", "--pid", str(w.pid), f"--fsize={os.path.getsize(incr[0]) + 4096}"])
+            env.run(["redis-benchmark", "-p", str(port), "-t", "set", "-n", "2000", "-c", "5", "-q"],
+                    check=False, timeout=60)
+            w.proc.wait(10)
+            assert at.proc.wait(10) == 0, at.stderr     # it follows the target out
+            at.stop()
+        dur = at.report()["durability"]
+    assert dur["sync_errors"] >= 1 and dur["exited_after_sync_error"], dur
+    assert not dur["ok"] and "File too large" in at.stderr, at.stderr
