@@ -84,6 +84,7 @@ static __always_inline const struct aof_krange *krange_at(const void *tbl, __u32
 __u64 nr_children = 0;
 /* The AOF file as last seen written by a flush: its inode's i_rwsem, device and inode number. */
 __u64 aof_rwsem = 0;
+__u64 aof_ilock = 0;		/* on XFS, its xfs_inode's i_lock (the ILOCK) too */
 __u32 aof_dev = 0;
 __u64 aof_inode = 0;
 /*
@@ -781,6 +782,16 @@ static __always_inline void note_aof_inode(struct inode *inode)
 {
 	aof_inode = (__u64)inode;
 	aof_rwsem = (__u64)inode + bpf_core_field_offset(struct inode, i_rwsem);
+	/*
+	 * XFS's IOLOCK is the VFS i_rwsem (since 4.7); its ILOCK is xfs_inode.i_lock, a rw_semaphore
+	 * since 6.1 (mrlock_t before), taken for block mapping and size updates: also this inode's lock.
+	 */
+	if (BPF_CORE_READ(inode, i_sb, s_magic) == 0x58465342 /* XFS_SB_MAGIC */ &&
+	    bpf_core_field_exists(struct xfs_inode, i_lock))
+		aof_ilock = (__u64)inode - bpf_core_field_offset(struct xfs_inode, i_vnode) +
+			    bpf_core_field_offset(struct xfs_inode, i_lock);
+	else
+		aof_ilock = 0;
 	aof_dev = BPF_CORE_READ(inode, i_sb, s_dev);
 }
 
@@ -1349,7 +1360,8 @@ int BPF_PROG(contention_begin, void *lock, unsigned int flags)
 	if (!st || !any_span(st))
 		return 0;
 	charge(st, bpf_ktime_get_ns());
-	st->lock_comp = (__u64)lock == aof_rwsem ? COMP_INODE_LOCK : COMP_OTHER_LOCK;
+	st->lock_comp = (__u64)lock == aof_rwsem || ((__u64)lock == aof_ilock && aof_ilock) ?
+			COMP_INODE_LOCK : COMP_OTHER_LOCK;
 	return 0;
 }
 
