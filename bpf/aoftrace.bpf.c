@@ -58,6 +58,8 @@
 
 const volatile __u32 targ_tgid = 0;
 const volatile bool timeline = false;	/* also send one record per block request (--timeline) */
+/* Take the waker's stack at each wake-up of a traced sleep: a second unwind, only for --folded. */
+const volatile bool waker_stacks = false;
 /*
  * The classifier's kernel text ranges, filled by user space after load and before attach (so that
  * /proc/kallsyms is read while the verifier works).
@@ -184,6 +186,18 @@ struct {
 	__type(key, __u32);
 	__uint(value_size, MAX_FRAMES * sizeof(__u64));
 } stacks SEC(".maps");
+
+/*
+ * The component of each stack id seen at a switch-out. A stack id names one stack for good (no
+ * BPF_F_REUSE_STACKID), and a server sleeps on a few stacks over and over: after the first time,
+ * a switch-out costs one unwind (bpf_get_stackid) and a lookup, not a second unwind and a search.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __s32);
+	__type(value, __u8);
+} stack_comp SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -799,7 +813,7 @@ static __always_inline void note_aof_inode(struct inode *inode)
  * Remember the AOF file of a write inside a flush: i_rwsem for lock matching, size and offset.
  * Returns false for a write that is not to a regular file (a tracer's pipe, say): not an AOF write.
  */
-static __always_inline bool note_aof_write(struct tstate *st, long nr, int fd, struct pt_regs *regs)
+static __always_inline bool note_aof_write(struct tstate *st, long nr, int fd, __u64 arg3)
 {
 	struct file *f = fd_file(fd);
 	struct inode *inode;
@@ -814,7 +828,7 @@ static __always_inline bool note_aof_write(struct tstate *st, long nr, int fd, s
 	/* Where the kernel will write: pwrite's offset or the file position, i_size with O_APPEND. */
 	isize = BPF_CORE_READ(inode, i_size);
 	if (nr == NR_pwrite64 || nr == NR_pwritev || nr == NR_pwritev2)
-		off = PT_REGS_PARM4_CORE_SYSCALL(regs);
+		off = arg3;
 	else
 		off = BPF_CORE_READ(f, f_pos);
 	if (BPF_CORE_READ(f, f_flags) & 02000 /* O_APPEND */)
@@ -832,22 +846,27 @@ static __always_inline bool note_aof_write(struct tstate *st, long nr, int fd, s
 	return true;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
+/*
+ * A syscall of interest begins: arg0 and arg3 are its first and fourth arguments. Called from the
+ * syscalls:sys_enter_<name> tracepoints when aoftrace could attach them (they fire only for the
+ * syscalls asked for), else from raw_syscalls:sys_enter, which fires for every syscall of the system.
+ */
+static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 {
-	__u64 id = bpf_get_current_pid_tgid(), now;
+	__u64 id, now;
 	struct tstate *st;
 	int who;
 
 	if (!is_write(nr) && nr != NR_fsync && nr != NR_fdatasync && !is_fork(nr) &&
 	    nr != NR_sync_file_range && nr != NR_io_uring_enter && nr != NR_sendto && nr != NR_sendmsg)
 		return 0;
+	id = bpf_get_current_pid_tgid();
 	who = tracked(id >> 32);
 	if (!who)
 		return 0;
 	if (nr == NR_sendto || nr == NR_sendmsg) {
 		if (who == 1)
-			check_reply((int)PT_REGS_PARM1_CORE_SYSCALL(regs), bpf_ktime_get_ns());
+			check_reply((int)arg0, bpf_ktime_get_ns());
 		return 0;
 	}
 	if (who == 2) {
@@ -865,7 +884,7 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 		if (is_write(nr)) {
 			/* Only writes inside a flush are AOF writes: replies to clients are writes too. */
 			if (!st->span_start[SPAN_FLUSH]) {
-				check_reply((int)PT_REGS_PARM1_CORE_SYSCALL(regs), bpf_ktime_get_ns());
+				check_reply((int)arg0, bpf_ktime_get_ns());
 				return 0;
 			}
 		} else if (is_fork(nr)) {
@@ -876,9 +895,9 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 				return 0;
 			if (nr == NR_clone3)
 				bpf_probe_read_user(&flags, sizeof(flags),
-						    (void *)PT_REGS_PARM1_CORE_SYSCALL(regs));
+						    (void *)arg0);
 			else if (nr == NR_clone)
-				flags = PT_REGS_PARM1_CORE_SYSCALL(regs);
+				flags = arg0;
 			if (flags & (CLONE_THREAD | CLONE_VM))
 				return 0;
 		} else if (nr != NR_io_uring_enter) {
@@ -891,13 +910,13 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 			return 0;
 	}
 	now = bpf_ktime_get_ns();
-	if (who == 1 && is_write(nr) && !note_aof_write(st, nr, (int)PT_REGS_PARM1_CORE_SYSCALL(regs), regs)) {
+	if (who == 1 && is_write(nr) && !note_aof_write(st, nr, (int)arg0, arg3)) {
 		/* Not the AOF: a reply sent from inside the flush, maybe. */
-		check_reply((int)PT_REGS_PARM1_CORE_SYSCALL(regs), now);
+		check_reply((int)arg0, now);
 		return 0;
 	}
 	st->sys_nr = nr;
-	st->sys_fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	st->sys_fd = (int)arg0;
 	if (who == 1 && is_write(nr)) {
 		span_open(st, SPAN_WRITE, now);
 	} else if (nr == NR_fsync || nr == NR_fdatasync) {
@@ -921,6 +940,50 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 		st->sys_start = now;
 	}
 	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
+{
+	return on_sys_enter(nr, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM4_CORE_SYSCALL(regs));
+}
+
+/* The record of every syscalls:sys_enter_<name> tracepoint: __syscall_nr, then each argument in a long. */
+struct syscall_enter_rec {
+	__u64 common;
+	int nr;
+	int pad;
+	__u64 args[6];
+};
+
+struct syscall_exit_rec {
+	__u64 common;
+	int nr;
+	int pad;
+	long ret;
+};
+
+/*
+ * Attached by user space to each syscalls:sys_enter_<name> of interest (see attach_syscalls()). A
+ * record holds only its syscall's arguments and the kernel refuses a program that reads past it
+ * (perf_event_set_bpf_prog(): -EACCES): one program per number of arguments read.
+ */
+SEC("tracepoint")
+int sys_enter_tp0(struct syscall_enter_rec *ctx)	/* fork, vfork */
+{
+	return on_sys_enter(ctx->nr, 0, 0);
+}
+
+SEC("tracepoint")
+int sys_enter_tp1(struct syscall_enter_rec *ctx)	/* the fd, or clone's flags */
+{
+	return on_sys_enter(ctx->nr, ctx->args[0], 0);
+}
+
+SEC("tracepoint")
+int sys_enter_tp4(struct syscall_enter_rec *ctx)	/* pwrite64, pwritev, pwritev2: and the offset */
+{
+	return on_sys_enter(ctx->nr, ctx->args[0], ctx->args[3]);
 }
 
 static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, long ret, __u64 start,
@@ -951,8 +1014,7 @@ static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, 
 	bpf_ringbuf_submit(e, rb_flags());
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+static __always_inline int on_sys_exit(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now, start;
 	__u32 tid = (__u32)id, tgid = id >> 32;
@@ -1039,6 +1101,18 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	}
 	emit_sync(st, tid, tgid, ret, start, now);
 	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+{
+	return on_sys_exit(ret);
+}
+
+SEC("tracepoint")
+int sys_exit_tp(struct syscall_exit_rec *ctx)
+{
+	return on_sys_exit(ctx->ret);
 }
 
 /* ---- io_uring requests and the io-wq workers that run them ---------------------------------- */
@@ -1207,8 +1281,18 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 			st->run = RUN_RUNQ;
 		} else {
 			st->run = RUN_OFFCPU;
-			st->off_comp = st->lock_comp ? st->lock_comp : classify_current(ctx);
 			st->off_kstack = bpf_get_stackid(ctx, &stacks, 0);
+			if (st->lock_comp) {
+				st->off_comp = st->lock_comp;
+			} else {
+				__u8 *c = st->off_kstack >= 0 ?
+					  bpf_map_lookup_elem(&stack_comp, &st->off_kstack) : NULL;
+
+				st->off_comp = c ? *c : classify_current(ctx);
+				if (!c && st->off_kstack >= 0)
+					bpf_map_update_elem(&stack_comp, &st->off_kstack, &st->off_comp,
+							    BPF_NOEXIST);
+			}
 			st->off_start = now;
 			st->wake_ts = 0;
 			st->waker_pid = 0;
@@ -1340,7 +1424,7 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 		id = bpf_get_current_pid_tgid();
 		st->waker_pid = id >> 32;
 		bpf_get_current_comm(st->waker_comm, sizeof(st->waker_comm));
-		st->waker_kstack = bpf_get_stackid(ctx, &stacks, 0);
+		st->waker_kstack = waker_stacks ? bpf_get_stackid(ctx, &stacks, 0) : -1;
 		return 0;
 	}
 	return 0;
