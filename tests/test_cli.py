@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -146,3 +147,39 @@ def test_appendonly_off_is_named(xfs, port, tmp_path):
     assert r.returncode == 1, r.stderr
     assert first_line(r).startswith("aoftrace: no AOF flush seen — is appendonly on?"), r.stderr
     assert "flushAppendOnlyFile() that wrote or synced: 0" in r.stdout
+
+
+SYNC_LOOP = """
+import os, time
+fd = os.open({path!r}, os.O_CREAT | os.O_WRONLY)
+end = time.time() + {secs}
+while time.time() < end:
+    os.write(fd, b"x" * 100); os.fdatasync(fd); time.sleep(0.001)
+"""
+
+
+@pytest.mark.parametrize("user", ["root", "capable"])
+def test_syscalls_followed_with_and_without_private_tracefs(user, tmp_path):
+    """As root, aoftrace follows the syscalls through syscalls:sys_enter_* tracepoints on a tracefs it mounts
+    privately; with only CAP_BPF and CAP_PERFMON it cannot mount, says so with -v, and falls back to
+    raw_syscalls. Both count the same thing, and no tracefs mount is left either way."""
+    d = tempfile.mkdtemp(prefix="aoftrace-test-")
+    try:
+        os.chmod(d, 0o777)
+        drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        target = subprocess.Popen([*drop, "/usr/bin/python3", "-c",
+                                   SYNC_LOOP.format(path=f"{d}/f", secs=4)])
+        time.sleep(0.5)
+        tracer = [tracing.AOFTRACE] if user == "root" else [*CAPS_USER, tracing.AOFTRACE]
+        mounts = open("/proc/mounts").read()
+        r = subprocess.run([*tracer, "-v", "-a", "-p", str(target.pid), "-d", "1.5", "-j", f"{d}/o.json"],
+                           capture_output=True, text=True, timeout=30)
+        target.wait(10)
+        assert r.returncode == 0, r.stderr
+        fell_back = "no private tracefs (Operation not permitted): raw_syscalls for every syscall" in r.stderr
+        assert fell_back == (user == "capable"), r.stderr[-2000:]
+        calls = json.load(open(f"{d}/o.json"))["sync_by_role"]["main"]["fdatasync_calls"]
+        assert calls > 100, calls
+        assert open("/proc/mounts").read().count("tracefs") == mounts.count("tracefs")
+    finally:
+        shutil.rmtree(d)
