@@ -385,6 +385,8 @@ static const char *probe_fentry(struct btf *btf)
 	return "yes";
 }
 
+static bool private_tracefs(void);
+
 static int cmd_check(void)
 {
 	bool core = true, btf_ok, uprobe, ringbuf;
@@ -422,6 +424,8 @@ static int cmd_check(void)
 	}
 	printf("%-24s %s\n", "tracefs mounted", access("/sys/kernel/tracing/events", R_OK) == 0 ?
 	       "yes" : "no (mounted privately for the syscall tracepoints when it can be)");
+	printf("%-24s %s\n", "syscall tracepoints", private_tracefs() ? "yes" :
+	       "no (raw_syscalls instead: a program at every syscall)");
 	printf("%-24s %s\n", "kprobes", pmu_exists("kprobe") ? "yes" : "no (not needed)");
 	printf("%-24s %s\n", "fentry", btf ? probe_fentry(btf) : "unknown (no BTF)");
 	printf("%-24s %s\n", "core (flush, fdatasync)", core ? "can run" : "CANNOT run");
