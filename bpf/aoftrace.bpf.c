@@ -60,6 +60,7 @@ const volatile __u32 targ_tgid = 0;
 const volatile bool timeline = false;	/* also send one record per block request (--timeline) */
 /* Take the waker's stack at each wake-up of a traced sleep: a second unwind, only for --folded. */
 const volatile bool waker_stacks = false;
+const volatile __u64 ring_size = 1 << 20;	/* the events ring buffer's size */
 /*
  * The classifier's kernel text ranges, filled by user space after load and before attach (so that
  * /proc/kallsyms is read while the verifier works).
@@ -177,7 +178,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
+	__uint(max_entries, 1 << 20);	/* user space sets it: RING_SIZE, or more for --timeline */
 } events SEC(".maps");
 
 struct {
@@ -297,7 +298,7 @@ struct {
  */
 static __always_inline __u64 rb_flags(void)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 20) ? 0 : BPF_RB_NO_WAKEUP;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > ring_size / 4 ? 0 : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void count(__u32 idx, __u64 n)

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1488,6 +1489,12 @@ int main(int argc, char **argv)
 	FILE *json = NULL;
 	int err;
 
+	/*
+	 * Kernel BTF is parsed twice at start-up (our feature probe, then libbpf), ~10 MB each time. A fixed
+	 * mmap threshold keeps such buffers out of the heap, so each is handed back when freed; glibc's
+	 * adaptive threshold would grow after the first free and keep the second in the heap for good.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 256 << 10);
 	env.top = 5;
 	argp_err_exit_status = 2;
 	argv[0] = (char *)"aoftrace";	/* getopt's messages name argv[0]: keep them "aoftrace: ..." */
@@ -1528,6 +1535,12 @@ int main(int argc, char **argv)
 	obj->rodata->targ_tgid = env.pid;
 	obj->rodata->timeline = env.timeline_path != NULL;
 	obj->rodata->waker_stacks = env.folded_path != NULL;
+	/*
+	 * The ring is mapped twice and its pages stay resident once written: 1 MB (2 MB of RSS) holds over
+	 * a second of flush, sync and io_uring records here; a timeline also sends every block request.
+	 */
+	obj->rodata->ring_size = env.timeline_path ? 8 << 20 : 1 << 20;
+	bpf_map__set_max_entries(obj->maps.events, obj->rodata->ring_size);
 	bpf_program__set_autoload(obj->progs.sys_enter, !syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_exit, !syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_enter_tp0, syscall_tps);

@@ -52,7 +52,7 @@ int build_kranges(const struct ksyms *ks, struct aof_krange *out, int max)
 
 	memcpy(sorted, offcpu_classes, sizeof(sorted));
 	qsort(sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class);
-	for (size_t i = 0; ks && i + 1 < ks->n && n < max; i++) {
+	for (size_t i = 0; ks && i < ks->n && n < max; i++) {
 		size_t len = strcspn(ks->syms[i].name, ".");
 		size_t j = i + 1;
 
@@ -64,12 +64,29 @@ int build_kranges(const struct ksyms *ks, struct aof_krange *out, int max)
 		hit = bsearch(&key, sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class);
 		if (!hit)
 			continue;
-		while (j < ks->n && ks->syms[j].addr == ks->syms[i].addr)
-			j++;
-		if (j == ks->n)
-			continue;
 		out[n].start = ks->syms[i].addr;
-		out[n].end = ks->syms[j].addr;
+		if (ks->addrs) {
+			/* filtered: the end is the first address above, among all text symbols */
+			size_t lo = 0, hi = ks->naddrs;
+
+			while (lo < hi) {
+				size_t mid = (lo + hi) / 2;
+
+				if (ks->addrs[mid] <= out[n].start)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (lo == ks->naddrs)
+				continue;
+			out[n].end = ks->addrs[lo];
+		} else {
+			while (j < ks->n && ks->syms[j].addr == ks->syms[i].addr)
+				j++;
+			if (j == ks->n)
+				continue;
+			out[n].end = ks->syms[j].addr;
+		}
 		out[n].comp = hit->comp;
 		out[n].pad = 0;
 		n++;

@@ -231,9 +231,16 @@ static int ksym_cmp(const void *a, const void *b)
 	return x->addr < y->addr ? -1 : x->addr > y->addr;
 }
 
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
 struct ksyms *ksyms_load_filter(const char *path, bool (*keep)(const char *name))
 {
-	size_t cap = 0, strcap = 0, strlen_used = 1;
+	size_t cap = 0, acap = 0, strcap = 0, strlen_used = 1;
 	char line[512];
 	struct ksyms *ks;
 	FILE *f;
@@ -255,8 +262,21 @@ struct ksyms *ksyms_load_filter(const char *path, bool (*keep)(const char *name)
 		name = p + 3;
 		len = strcspn(name, " \t\n");
 		name[len] = 0;
+		if (keep) {
+			/* 8 bytes a symbol, not 16: this runs while libbpf holds the kernel's BTF. */
+			if (ks->naddrs == acap) {
+				void *np = realloc(ks->addrs, (acap = acap ? acap * 2 : 65536) * sizeof(*ks->addrs));
+
+				if (!np)
+					goto err;
+				ks->addrs = np;
+			}
+			ks->addrs[ks->naddrs++] = addr;
+			if (!keep(name))
+				continue;
+		}
 		if (ks->n == cap) {
-			void *np = realloc(ks->syms, (cap = cap ? cap * 2 : 65536) * sizeof(*ks->syms));
+			void *np = realloc(ks->syms, (cap = cap ? cap * 2 : keep ? 256 : 65536) * sizeof(*ks->syms));
 
 			if (!np)
 				goto err;
@@ -264,7 +284,7 @@ struct ksyms *ksyms_load_filter(const char *path, bool (*keep)(const char *name)
 		}
 		ks->syms[ks->n].addr = addr;
 		ks->syms[ks->n].name = NULL;	/* offset 0: "" */
-		if (!keep || keep(name)) {
+		{
 			len++;
 			if (strlen_used + len > strcap) {
 				char *np = realloc(ks->strs, strcap *= 2);
@@ -284,6 +304,8 @@ struct ksyms *ksyms_load_filter(const char *path, bool (*keep)(const char *name)
 		ks->syms[i].name = ks->strs + (uintptr_t)ks->syms[i].name;
 	if (ks->n)	/* an empty file leaves syms NULL, which qsort() must not get (found by make fuzz) */
 		qsort(ks->syms, ks->n, sizeof(*ks->syms), ksym_cmp);
+	if (ks->naddrs)
+		qsort(ks->addrs, ks->naddrs, sizeof(*ks->addrs), u64_cmp);
 	return ks;
 err:
 	fclose(f);
@@ -317,6 +339,7 @@ void ksyms_free(struct ksyms *ks)
 		return;
 	free(ks->syms);
 	free(ks->strs);
+	free(ks->addrs);
 	free(ks);
 }
 

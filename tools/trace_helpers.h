@@ -40,10 +40,12 @@ struct ksyms {
 	struct ksym *syms;
 	size_t n;
 	char *strs;
+	uint64_t *addrs;	/* ksyms_load_filter(): every text symbol's address, sorted */
+	size_t naddrs;
 };
 
 struct ksyms *ksyms_load(const char *path);
-/* Every text symbol's address, but only the names keep() accepts (the others read ""). */
+/* Only the symbols keep() accepts, and in `addrs` every text symbol's address (where functions end). */
 struct ksyms *ksyms_load_filter(const char *path, bool (*keep)(const char *name));
 const struct ksym *ksyms_find(const struct ksyms *ks, uint64_t addr);
 void ksyms_free(struct ksyms *ks);
