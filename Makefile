@@ -20,7 +20,7 @@ BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(wildcard bpf/*.bpf.c))
 SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(wildcard bpf/*.bpf.c))
 TOOLS     := $(BUILD)/aoftrace $(BUILD)/aofwriter $(BUILD)/uringwriter
 
-.PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench explain
+.PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench explain fuzz
 all: $(TOOLS)
 
 # Keep the BPF objects: bpftool and the tests read them.
@@ -42,12 +42,14 @@ $(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX) | $(BUILD)
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@
 
-AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/offcpu.c tools/uring_stats.c tools/timeline.c
+AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/offcpu.c tools/uring_stats.c tools/timeline.c \
+		 tools/durability.c
 AOFTRACE_HDRS := tools/trace_helpers.h tools/offcpu.h tools/uring_stats.h tools/timeline.h bpf/aoftrace.h \
+		 tools/durability.h \
 		 bpf/classify.h
 
 $(BUILD)/aoftrace: $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(SKELS) | $(BUILD)
-	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lm
+	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lm -lpthread
 
 # C unit tests (liburing style: small programs that exit non-zero on failure), run by `make test`.
 $(BUILD)/test_classify: tests/test_classify.c tools/offcpu.c tools/trace_helpers.c $(AOFTRACE_HDRS) | $(BUILD)
@@ -78,6 +80,27 @@ test: deps all $(C_TESTS)
 # Long loops (kill/restart hundreds of times); not part of `make test`.
 stress: deps all
 	AOF_STRESS=1 $(PYTHON) -m pytest -ra -m stress tests
+
+# libFuzzer under ASan/UBSan on aoftrace's option parser and its /proc/kallsyms parser, FUZZ_SECONDS
+# each (clang's libFuzzer runtime comes with Debian's clang). Found crashes land in $(BUILD)/fuzz.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := $(BUILD)/fuzz/fuzz_args $(BUILD)/fuzz/fuzz_kallsyms
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Ibpf -Itools -I$(BUILD)
+$(BUILD)/fuzz/fuzz_args: tests/fuzz/fuzz_args.c $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(SKELS)
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_CFLAGS) $< $(filter-out tools/aoftrace.c,$(AOFTRACE_SRCS)) -o $@ $(LIBBPF_LIBS) -lm -lpthread
+$(BUILD)/fuzz/fuzz_kallsyms: tests/fuzz/fuzz_kallsyms.c tools/offcpu.c tools/trace_helpers.c $(AOFTRACE_HDRS)
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_CFLAGS) $< tools/offcpu.c tools/trace_helpers.c -o $@ -lm
+fuzz: deps $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
+	  name=$$(basename $$t); mkdir -p $(BUILD)/fuzz/corpus-$$name; \
+	  echo "== $$name for $(FUZZ_SECONDS) s"; \
+	  (cd $(BUILD)/fuzz && ./$$name -max_total_time=$(FUZZ_SECONDS) -close_fd_mask=3 -print_final_stats=1 \
+	    corpus-$$name $(CURDIR)/tests/fuzz/corpus/$${name#fuzz_} > $$name.log 2>&1); rc=$$?; \
+	  grep -E "^stat::number_of_executed_units|^Done|ERROR|SUMMARY|crash-" $(BUILD)/fuzz/$$name.log; \
+	  test $$rc -eq 0 || { echo "$$name failed: see $(BUILD)/fuzz/$$name.log"; exit 1; }; \
+	done
 
 # aofwriter vs redis-server on the same file system: ops/s and flush latency ratios (a benchmark, not a test).
 bench-writer: deps all

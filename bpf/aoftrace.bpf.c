@@ -14,7 +14,6 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "aoftrace.h"
-#include "classify.h"
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_write		1
@@ -30,6 +29,8 @@
 #define NR_pwritev2		328
 #define NR_clone3		435
 #define NR_io_uring_enter	426
+#define NR_sendto		44
+#define NR_sendmsg		46
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_write		64
 #define NR_pwrite64		68
@@ -44,6 +45,8 @@
 #define NR_pwritev2		287
 #define NR_clone3		435
 #define NR_io_uring_enter	426
+#define NR_sendto		206
+#define NR_sendmsg		211
 #else
 #error "syscall numbers: add this architecture"
 #endif
@@ -55,15 +58,51 @@
 
 const volatile __u32 targ_tgid = 0;
 const volatile bool timeline = false;	/* also send one record per block request (--timeline) */
-const volatile struct aof_krange kranges[MAX_KRANGES] = {};
-const volatile __u32 nr_kranges = 0;
+/* Take the waker's stack at each wake-up of a traced sleep: a second unwind, only for --folded. */
+const volatile bool waker_stacks = false;
+const volatile __u64 ring_size = 1 << 20;	/* the events ring buffer's size */
+/*
+ * The classifier's kernel text ranges, filled by user space after load and before attach (so that
+ * /proc/kallsyms is read while the verifier works).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_KRANGES);
+	__type(key, __u32);
+	__type(value, struct aof_krange);
+} kranges SEC(".maps");
+
+
+__u32 krange_zero = 0;	/* never written: KRANGE_ZERO in classify.h */
+#define KRANGE_ZERO krange_zero
+
+static __always_inline const struct aof_krange *krange_at(const void *tbl, __u32 i)
+{
+	return bpf_map_lookup_elem(&kranges, &i);
+}
+
+#include "classify.h"
 
 /* Children alive; read without a lock, it only gates a map lookup and tags records. */
 __u64 nr_children = 0;
 /* The AOF file as last seen written by a flush: its inode's i_rwsem, device and inode number. */
 __u64 aof_rwsem = 0;
+__u64 aof_ilock = 0;		/* on XFS, its xfs_inode's i_lock (the ILOCK) too */
 __u32 aof_dev = 0;
 __u64 aof_inode = 0;
+/*
+ * Durability (docs/durability.md). dur_wseq counts AOF bytes whose write completed, dur_synced how
+ * many of them a completed sync covers: a sync covers what was written before it began.
+ */
+__u64 dur_wseq = 0;
+__u64 dur_synced = 0;
+__u64 dur_unsynced_since = 0;	/* when wseq went past synced, 0 while all is covered */
+__u64 dur_sync_snap = ~0ULL;	/* wseq when the file system began an io_uring FSYNC of the AOF */
+__u64 dur_max_window_ns = 0;	/* the longest a reply found AOF bytes unsynced */
+__u32 dur_err_pending = 0;	/* a sync error not yet followed by a sync (retried) or a reply */
+__u32 flush_open = 0;		/* a thread (flush_tid) is inside flushAppendOnlyFile() */
+__u32 flush_tid = 0;
+__u32 vio_sent[VIO_MAX] = {};	/* records sent per kind, up to VIO_EXAMPLES */
 /* io-wq workers of the target alive (user space sets the count found at start) and the most seen */
 __s64 iowq_alive = 0;
 __s64 iowq_max_alive = 0;
@@ -90,12 +129,20 @@ struct tstate {
 	__u32 writes, write_errors, syncs, commits;
 	__u32 urings;
 	__u8 uring_in_flush;
-	__u8 pad2[3];
+	__u8 open;			/* bit per open span: span_start[s] != 0 */
+	__u8 sync_aof;			/* the sync in flight is of the AOF */
+	__u8 pad2;
 	__u64 uring_ns;
 	__u64 reap_n, reap_sum;		/* completions of its requests not yet reaped, sum of their times */
 	__u64 write_ns, write_bytes, sync_ns;
 	__u64 first_off, isize_before, ino;
 	__u64 inode;			/* the AOF inode of the last write in this flush */
+	__u64 inode0, isize0;		/* the AOF and its size when the flush began */
+	__u64 uring_bytes;		/* its io_uring AOF writes that completed */
+	__u32 uring_syncs;		/* its io_uring FSYNCs of the AOF that completed */
+	__u32 pad3;
+	__u64 w_off, w_isize;		/* the AOF write in flight: where it starts, i_size then */
+	__u64 sync_snap;		/* dur_wseq when the sync in flight began */
 	__u32 children_at_start;
 	__u32 pad;
 	__u64 comp[SPAN_MAX][COMP_MAX];	/* the open spans */
@@ -131,7 +178,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
+	__uint(max_entries, 1 << 20);	/* user space sets it: RING_SIZE, or more for --timeline */
 } events SEC(".maps");
 
 struct {
@@ -140,6 +187,18 @@ struct {
 	__type(key, __u32);
 	__uint(value_size, MAX_FRAMES * sizeof(__u64));
 } stacks SEC(".maps");
+
+/*
+ * The component of each stack id seen at a switch-out. A stack id names one stack for good (no
+ * BPF_F_REUSE_STACKID), and a server sleeps on a few stacks over and over: after the first time,
+ * a switch-out costs one unwind (bpf_get_stackid) and a lookup, not a second unwind and a search.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __s32);
+	__type(value, __u8);
+} stack_comp SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -239,7 +298,7 @@ struct {
  */
 static __always_inline __u64 rb_flags(void)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > (1 << 20) ? 0 : BPF_RB_NO_WAKEUP;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > ring_size / 4 ? 0 : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void count(__u32 idx, __u64 n)
@@ -313,6 +372,15 @@ static __always_inline bool any_span(const struct tstate *st)
 	       st->span_start[SPAN_IOWQ];
 }
 
+/*
+ * All ones if span s is open, else 0. The charge loops add `x & span_mask()` to every span rather than
+ * branching per span: the verifier walks one path instead of one per combination of open spans.
+ */
+static __always_inline __u64 span_mask(const struct tstate *st, int s)
+{
+	return -(__u64)((st->open >> s) & 1);
+}
+
 /* Charge [last_ts, now) to the component the thread was in, in every open span. */
 static __always_inline void charge(struct tstate *st, __u64 now)
 {
@@ -328,8 +396,7 @@ static __always_inline void charge(struct tstate *st, __u64 now)
 	if (c >= COMP_MAX)
 		c = COMP_OTHER_OFFCPU;
 	for (int s = 0; s < SPAN_MAX; s++)
-		if (st->span_start[s])
-			st->comp[s][c] += delta;
+		st->comp[s][c] += delta & span_mask(st, s);
 	st->last_ts = now;
 }
 
@@ -344,10 +411,8 @@ static __always_inline void charge_sleep(struct tstate *st, __u64 now, __u64 rq_
 	if (c >= COMP_MAX)
 		c = COMP_OTHER_OFFCPU;
 	for (int s = 0; s < SPAN_MAX; s++) {
-		if (!st->span_start[s])
-			continue;
-		st->comp[s][c] += delta - rq_ns;
-		st->comp[s][COMP_RUNQ] += rq_ns;
+		st->comp[s][c] += (delta - rq_ns) & span_mask(st, s);
+		st->comp[s][COMP_RUNQ] += rq_ns & span_mask(st, s);
 	}
 	st->last_ts = now;
 }
@@ -369,15 +434,13 @@ static __always_inline void charge_sleep_pend(struct tstate *st, __u64 now)
 		part = total > delta ? st->pend[c] * delta / total : st->pend[c];
 		used += part;
 		for (int s = 0; s < SPAN_MAX; s++)
-			if (st->span_start[s])
-				st->comp[s][c] += part;
+			st->comp[s][c] += part & span_mask(st, s);
 		st->pend[c] = 0;
 	}
 	if (used > delta)
 		used = delta;
 	for (int s = 0; s < SPAN_MAX; s++)
-		if (st->span_start[s])
-			st->comp[s][c0] += delta - used;
+		st->comp[s][c0] += (delta - used) & span_mask(st, s);
 	st->last_ts = now;
 }
 
@@ -418,6 +481,7 @@ static __always_inline void span_open(struct tstate *st, int span, __u64 now)
 		st->last_ts = now;
 	st->run = RUN_ONCPU;
 	st->span_start[span] = now;
+	st->open |= 1 << span;
 	for (int c = 0; c < COMP_MAX; c++)
 		st->comp[span][c] = 0;
 }
@@ -426,6 +490,7 @@ static __always_inline void span_close(struct tstate *st, int span, __u64 now)
 {
 	charge(st, now);
 	st->span_start[span] = 0;
+	st->open &= ~(1 << span);
 }
 
 static __always_inline struct file *fd_file(int fd)
@@ -440,6 +505,183 @@ static __always_inline struct file *fd_file(int fd)
 	fds = BPF_CORE_READ(task, files, fdt, fd);
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
 	return f;
+}
+
+/* ---- durability: the invariants of appendfsync always (docs/durability.md) ------------------ */
+
+static __always_inline __u64 ino_of(__u64 inode)
+{
+	return inode ? BPF_CORE_READ((struct inode *)inode, i_ino) : 0;
+}
+
+/* Count a violation; send the first VIO_EXAMPLES of each kind to user space, which warns at once. */
+static __always_inline void violation(__u32 kind, __u64 ino, __u64 off, __u64 isize, __s64 bytes)
+{
+	struct aof_violation_event *e;
+
+	if (kind >= VIO_MAX)
+		return;
+	count(CNT_VIO_OVERWRITE + kind, 1);
+	if (vio_sent[kind] >= VIO_EXAMPLES)	/* racy: a few more may go, never fewer */
+		return;
+	vio_sent[kind]++;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(CNT_LOST, 1);
+		return;
+	}
+	e->type = EV_VIOLATION;
+	e->kind = kind;
+	e->tid = (__u32)bpf_get_current_pid_tgid();
+	e->pad = 0;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->ino = ino;
+	e->off = off;
+	e->isize = isize;
+	e->bytes = bytes;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, rb_flags());
+}
+
+/* `bytes` more of the AOF written (the write completed). */
+static __always_inline void aof_written(__u64 bytes, __u64 now)
+{
+	if (dur_wseq <= dur_synced)
+		dur_unsynced_since = now;
+	__sync_fetch_and_add(&dur_wseq, bytes);
+}
+
+/* A sync that began when dur_wseq was `snap` completed: everything written before is on disk. */
+static __always_inline void aof_covered(__u64 snap)
+{
+	if (snap > dur_synced)
+		dur_synced = snap;
+	if (dur_synced >= dur_wseq)
+		dur_unsynced_since = 0;
+}
+
+static __always_inline void sync_failed(__u64 inode, __s64 err)
+{
+	dur_err_pending = 1;
+	violation(VIO_SYNC_ERROR, ino_of(inode), 0, 0, err);
+}
+
+/*
+ * A write to a socket by the target: a reply (or any message) leaving. With AOF bytes unsynced it
+ * left too early, if the policy is appendfsync always (user space decides: see docs/durability.md).
+ */
+static __always_inline void check_reply(int fd, __u64 now)
+{
+	struct file *f;
+	__u64 window;
+
+	if (!dur_err_pending && dur_wseq <= dur_synced)
+		return;		/* the common case costs two loads */
+	f = fd_file(fd);
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & 0170000) != 0140000 /* S_IFSOCK */)
+		return;
+	if (dur_err_pending) {
+		dur_err_pending = 0;
+		count(CNT_SYNC_CARRIED_ON, 1);
+	}
+	if (dur_wseq <= dur_synced)
+		return;
+	window = dur_unsynced_since ? now - dur_unsynced_since : 0;
+	if (window > dur_max_window_ns)
+		dur_max_window_ns = window;
+	violation(VIO_REPLY_EARLY, ino_of(aof_inode), dur_wseq - dur_synced, window, 0);
+}
+
+/* A write to the AOF by the target, seen by the file system: [pos, pos + len) with i_size now. */
+static __always_inline void check_aof_write(__u64 inode, __u64 pos, __u64 len, __u64 isize)
+{
+	if (pos < isize) {
+		__u64 over = isize - pos < len ? isize - pos : len;
+
+		count(CNT_OVERWRITE_BYTES, over);
+		violation(VIO_OVERWRITE, ino_of(inode), pos, isize, over);
+	}
+	if (!BPF_CORE_READ((struct inode *)inode, __i_nlink))
+		violation(VIO_UNLINKED, ino_of(inode), pos, isize, len);
+}
+
+/*
+ * io_uring writes do not pass through write(2): check them where the file system begins them. A
+ * write(2) of the target is checked at sys_enter instead, for every file system.
+ */
+static __always_inline void fs_write(struct inode *inode, __u64 pos, __u64 len)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tstate *st;
+
+	if ((__u32)(id >> 32) != targ_tgid || ((__u64)inode != aof_inode && !flush_open))
+		return;
+	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	if (st && st->sys_nr >= 0 && is_write(st->sys_nr))
+		return;
+	check_aof_write((__u64)inode, pos, len, BPF_CORE_READ(inode, i_size));
+}
+
+/* An io_uring FSYNC of the AOF begins in the file system: what it will cover is written by now. */
+static __always_inline void fs_sync_begin(struct inode *inode)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tstate *st;
+
+	if ((__u32)(id >> 32) != targ_tgid || (__u64)inode != aof_inode)
+		return;
+	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	if (st && (st->sys_nr == NR_fsync || st->sys_nr == NR_fdatasync))
+		return;		/* fdatasync(2): its snapshot is taken at sys_enter */
+	if (dur_sync_snap == ~0ULL || dur_wseq < dur_sync_snap)
+		dur_sync_snap = dur_wseq;
+	if (dur_err_pending) {
+		dur_err_pending = 0;
+		count(CNT_SYNC_RETRIED, 1);
+	}
+}
+
+SEC("tp_btf/xfs_file_buffered_write")
+int BPF_PROG(xfs_file_buffered_write, struct kiocb *iocb, struct iov_iter *from)
+{
+	fs_write(iocb->ki_filp->f_inode, iocb->ki_pos, from->count);
+	return 0;
+}
+
+SEC("tp_btf/xfs_file_direct_write")
+int BPF_PROG(xfs_file_direct_write, struct kiocb *iocb, struct iov_iter *from)
+{
+	fs_write(iocb->ki_filp->f_inode, iocb->ki_pos, from->count);
+	return 0;
+}
+
+/* ext4 traces each folio of a buffered write; the first one starts where the write does. */
+SEC("tp_btf/ext4_da_write_begin")
+int BPF_PROG(ext4_da_write_begin, struct inode *inode, loff_t pos, unsigned int len)
+{
+	fs_write(inode, pos, len);
+	return 0;
+}
+
+SEC("tp_btf/ext4_write_begin")
+int BPF_PROG(ext4_write_begin, struct inode *inode, loff_t pos, unsigned int len)
+{
+	fs_write(inode, pos, len);
+	return 0;
+}
+
+SEC("tp_btf/xfs_file_fsync")
+int BPF_PROG(xfs_file_fsync, struct xfs_inode *ip)
+{
+	fs_sync_begin((struct inode *)((void *)ip + bpf_core_field_offset(struct xfs_inode, i_vnode)));
+	return 0;
+}
+
+SEC("tp_btf/ext4_sync_file_enter")
+int BPF_PROG(ext4_sync_file_enter, struct file *file, int datasync)
+{
+	fs_sync_begin(file->f_inode);
+	return 0;
 }
 
 /* ---- the flush: flushAppendOnlyFile() ----------------------------------------------------- */
@@ -461,6 +703,17 @@ int BPF_KPROBE(flush_enter)
 	st->uring_ns = 0;
 	st->write_ns = st->write_bytes = st->sync_ns = 0;
 	st->first_off = st->isize_before = st->ino = st->inode = 0;
+	st->uring_bytes = st->uring_syncs = 0;
+	st->inode0 = aof_inode;
+	if (aof_inode) {
+		struct inode *in = (struct inode *)aof_inode;
+
+		st->isize0 = BPF_CORE_READ(in, i_size);
+	} else {
+		st->isize0 = 0;
+	}
+	flush_open = 1;
+	flush_tid = (__u32)id;
 	st->children_at_start = nr_children;
 	for (int c = 0; c < COMP_MAX; c++)
 		st->write_tot[c] = st->sync_tot[c] = 0;
@@ -483,7 +736,19 @@ int BPF_KRETPROBE(flush_exit)
 		return 0;
 	start = st->span_start[SPAN_FLUSH];
 	span_close(st, SPAN_FLUSH, now);
+	flush_open = 0;
 	count(CNT_FLUSH_CALLS, 1);
+	/* Growth: the file grew by what the flush wrote, unless it moved to a new file (rewrite). */
+	if (st->inode && st->inode == st->inode0 && st->write_bytes + st->uring_bytes) {
+		struct inode *in = (struct inode *)st->inode;	/* not inside BPF_CORE_READ: tstate is ours */
+		__s64 grew = BPF_CORE_READ(in, i_size) - st->isize0;
+		__s64 diff = grew - (__s64)(st->write_bytes + st->uring_bytes);
+
+		if (diff) {
+			count(CNT_GROWTH_DIFF_BYTES, diff < 0 ? -diff : diff);
+			violation(VIO_GROWTH, st->ino, st->isize0, st->isize0 + grew, diff);
+		}
+	}
 	if (!st->writes && !st->syncs && !st->urings) {
 		/* Called on every event-loop turn; an empty buffer returns at once. Count, don't emit. */
 		count(CNT_FLUSH_EMPTY, 1);
@@ -513,6 +778,9 @@ int BPF_KRETPROBE(flush_exit)
 	e->ino = st->ino;
 	e->commits = st->commits;
 	e->uring_enters = st->urings;
+	e->uring_bytes = st->uring_bytes;
+	e->uring_syncs = st->uring_syncs;
+	e->pad = 0;
 	e->uring_ns = st->uring_ns;
 	for (int c = 0; c < COMP_MAX; c++) {
 		e->comp[c] = st->comp[SPAN_FLUSH][c];
@@ -529,6 +797,16 @@ static __always_inline void note_aof_inode(struct inode *inode)
 {
 	aof_inode = (__u64)inode;
 	aof_rwsem = (__u64)inode + bpf_core_field_offset(struct inode, i_rwsem);
+	/*
+	 * XFS's IOLOCK is the VFS i_rwsem (since 4.7); its ILOCK is xfs_inode.i_lock, a rw_semaphore
+	 * since 6.1 (mrlock_t before), taken for block mapping and size updates: also this inode's lock.
+	 */
+	if (BPF_CORE_READ(inode, i_sb, s_magic) == 0x58465342 /* XFS_SB_MAGIC */ &&
+	    bpf_core_field_exists(struct xfs_inode, i_lock))
+		aof_ilock = (__u64)inode - bpf_core_field_offset(struct xfs_inode, i_vnode) +
+			    bpf_core_field_offset(struct xfs_inode, i_lock);
+	else
+		aof_ilock = 0;
 	aof_dev = BPF_CORE_READ(inode, i_sb, s_dev);
 }
 
@@ -536,11 +814,11 @@ static __always_inline void note_aof_inode(struct inode *inode)
  * Remember the AOF file of a write inside a flush: i_rwsem for lock matching, size and offset.
  * Returns false for a write that is not to a regular file (a tracer's pipe, say): not an AOF write.
  */
-static __always_inline bool note_aof_write(struct tstate *st, long nr, int fd, struct pt_regs *regs)
+static __always_inline bool note_aof_write(struct tstate *st, long nr, int fd, __u64 arg3)
 {
 	struct file *f = fd_file(fd);
 	struct inode *inode;
-	__u64 off;
+	__u64 off, isize;
 
 	if (!f)
 		return false;
@@ -548,34 +826,50 @@ static __always_inline bool note_aof_write(struct tstate *st, long nr, int fd, s
 	if (!inode || (BPF_CORE_READ(inode, i_mode) & 0170000) != 0100000 /* S_ISREG */)
 		return false;
 	note_aof_inode(inode);
+	/* Where the kernel will write: pwrite's offset or the file position, i_size with O_APPEND. */
+	isize = BPF_CORE_READ(inode, i_size);
+	if (nr == NR_pwrite64 || nr == NR_pwritev || nr == NR_pwritev2)
+		off = arg3;
+	else
+		off = BPF_CORE_READ(f, f_pos);
+	if (BPF_CORE_READ(f, f_flags) & 02000 /* O_APPEND */)
+		off = isize;
+	st->w_off = off;
+	st->w_isize = isize;
+	if (!BPF_CORE_READ(inode, __i_nlink))
+		violation(VIO_UNLINKED, BPF_CORE_READ(inode, i_ino), off, isize, 0);
 	if (st->writes)
 		return true;
 	st->inode = (__u64)inode;
 	st->ino = BPF_CORE_READ(inode, i_ino);
-	st->isize_before = BPF_CORE_READ(inode, i_size);
-	if (nr == NR_pwrite64 || nr == NR_pwritev || nr == NR_pwritev2)
-		off = PT_REGS_PARM4_CORE_SYSCALL(regs);
-	else
-		off = BPF_CORE_READ(f, f_pos);
-	if (BPF_CORE_READ(f, f_flags) & 02000 /* O_APPEND */)
-		off = st->isize_before;
+	st->isize_before = isize;
 	st->first_off = off;
 	return true;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
+/*
+ * A syscall of interest begins: arg0 and arg3 are its first and fourth arguments. Called from the
+ * syscalls:sys_enter_<name> tracepoints when aoftrace could attach them (they fire only for the
+ * syscalls asked for), else from raw_syscalls:sys_enter, which fires for every syscall of the system.
+ */
+static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 {
-	__u64 id = bpf_get_current_pid_tgid(), now;
+	__u64 id, now;
 	struct tstate *st;
 	int who;
 
 	if (!is_write(nr) && nr != NR_fsync && nr != NR_fdatasync && !is_fork(nr) &&
-	    nr != NR_sync_file_range && nr != NR_io_uring_enter)
+	    nr != NR_sync_file_range && nr != NR_io_uring_enter && nr != NR_sendto && nr != NR_sendmsg)
 		return 0;
+	id = bpf_get_current_pid_tgid();
 	who = tracked(id >> 32);
 	if (!who)
 		return 0;
+	if (nr == NR_sendto || nr == NR_sendmsg) {
+		if (who == 1)
+			check_reply((int)arg0, bpf_ktime_get_ns());
+		return 0;
+	}
 	if (who == 2) {
 		if (nr == NR_sync_file_range)
 			count(CNT_CHILD_SFR, 1);
@@ -590,8 +884,10 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 			return 0;
 		if (is_write(nr)) {
 			/* Only writes inside a flush are AOF writes: replies to clients are writes too. */
-			if (!st->span_start[SPAN_FLUSH])
+			if (!st->span_start[SPAN_FLUSH]) {
+				check_reply((int)arg0, bpf_ktime_get_ns());
 				return 0;
+			}
 		} else if (is_fork(nr)) {
 			/* A new process, not a thread: clone3 keeps its flags in user memory. */
 			__u64 flags = 0;
@@ -600,9 +896,9 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 				return 0;
 			if (nr == NR_clone3)
 				bpf_probe_read_user(&flags, sizeof(flags),
-						    (void *)PT_REGS_PARM1_CORE_SYSCALL(regs));
+						    (void *)arg0);
 			else if (nr == NR_clone)
-				flags = PT_REGS_PARM1_CORE_SYSCALL(regs);
+				flags = arg0;
 			if (flags & (CLONE_THREAD | CLONE_VM))
 				return 0;
 		} else if (nr != NR_io_uring_enter) {
@@ -615,15 +911,29 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 			return 0;
 	}
 	now = bpf_ktime_get_ns();
-	if (who == 1 && is_write(nr) && !note_aof_write(st, nr, (int)PT_REGS_PARM1_CORE_SYSCALL(regs), regs))
+	if (who == 1 && is_write(nr) && !note_aof_write(st, nr, (int)arg0, arg3)) {
+		/* Not the AOF: a reply sent from inside the flush, maybe. */
+		check_reply((int)arg0, now);
 		return 0;
+	}
 	st->sys_nr = nr;
-	st->sys_fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	st->sys_fd = (int)arg0;
 	if (who == 1 && is_write(nr)) {
 		span_open(st, SPAN_WRITE, now);
 	} else if (nr == NR_fsync || nr == NR_fdatasync) {
 		st->commit = 0;
 		span_open(st, SPAN_SYNC, now);
+		st->sync_aof = 0;
+		if (who == 1) {
+			struct file *f = fd_file(st->sys_fd);
+
+			st->sync_aof = f && (__u64)BPF_CORE_READ(f, f_inode) == aof_inode;
+			st->sync_snap = dur_wseq;
+			if (st->sync_aof && dur_err_pending) {
+				dur_err_pending = 0;
+				count(CNT_SYNC_RETRIED, 1);
+			}
+		}
 	} else if (nr == NR_io_uring_enter) {
 		st->sys_start = now;
 		st->uring_in_flush = st->span_start[SPAN_FLUSH] != 0;
@@ -631,6 +941,50 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
 		st->sys_start = now;
 	}
 	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter, struct pt_regs *regs, long nr)
+{
+	return on_sys_enter(nr, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM4_CORE_SYSCALL(regs));
+}
+
+/* The record of every syscalls:sys_enter_<name> tracepoint: __syscall_nr, then each argument in a long. */
+struct syscall_enter_rec {
+	__u64 common;
+	int nr;
+	int pad;
+	__u64 args[6];
+};
+
+struct syscall_exit_rec {
+	__u64 common;
+	int nr;
+	int pad;
+	long ret;
+};
+
+/*
+ * Attached by user space to each syscalls:sys_enter_<name> of interest (see attach_syscalls()). A
+ * record holds only its syscall's arguments and the kernel refuses a program that reads past it
+ * (perf_event_set_bpf_prog(): -EACCES): one program per number of arguments read.
+ */
+SEC("tracepoint")
+int sys_enter_tp0(struct syscall_enter_rec *ctx)	/* fork, vfork */
+{
+	return on_sys_enter(ctx->nr, 0, 0);
+}
+
+SEC("tracepoint")
+int sys_enter_tp1(struct syscall_enter_rec *ctx)	/* the fd, or clone's flags */
+{
+	return on_sys_enter(ctx->nr, ctx->args[0], 0);
+}
+
+SEC("tracepoint")
+int sys_enter_tp4(struct syscall_enter_rec *ctx)	/* pwrite64, pwritev, pwritev2: and the offset */
+{
+	return on_sys_enter(ctx->nr, ctx->args[0], ctx->args[3]);
 }
 
 static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, long ret, __u64 start,
@@ -661,8 +1015,7 @@ static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, 
 	bpf_ringbuf_submit(e, rb_flags());
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+static __always_inline int on_sys_exit(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid(), now, start;
 	__u32 tid = (__u32)id, tgid = id >> 32;
@@ -712,10 +1065,19 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		span_close(st, SPAN_WRITE, now);
 		st->writes++;
 		st->write_ns += now - start;
-		if (ret < 0)
+		if (ret < 0) {
 			st->write_errors++;
-		else
+			sync_failed(st->inode, ret);
+		} else {
 			st->write_bytes += ret;
+			aof_written(ret, now);
+			if (st->w_off < st->w_isize) {
+				__u64 over = st->w_isize - st->w_off < (__u64)ret ? st->w_isize - st->w_off : ret;
+
+				count(CNT_OVERWRITE_BYTES, over);
+				violation(VIO_OVERWRITE, ino_of(st->inode), st->w_off, st->w_isize, over);
+			}
+		}
 		for (int c = 0; c < COMP_MAX; c++)
 			st->write_tot[c] += st->comp[SPAN_WRITE][c];
 		return 0;
@@ -725,6 +1087,12 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	if (!start)
 		return 0;
 	span_close(st, SPAN_SYNC, now);
+	if (st->sync_aof) {
+		if (ret == 0)
+			aof_covered(st->sync_snap);
+		else
+			sync_failed(aof_inode, ret);
+	}
 	if (st->span_start[SPAN_FLUSH]) {
 		st->syncs++;
 		st->sync_ns += now - start;
@@ -734,6 +1102,18 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	}
 	emit_sync(st, tid, tgid, ret, start, now);
 	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
+{
+	return on_sys_exit(ret);
+}
+
+SEC("tracepoint")
+int sys_exit_tp(struct syscall_exit_rec *ctx)
+{
+	return on_sys_exit(ctx->ret);
 }
 
 /* ---- io_uring requests and the io-wq workers that run them ---------------------------------- */
@@ -786,6 +1166,7 @@ static __always_inline void worker_start(struct tstate *st, struct ureq *u, __u6
 		st->run = RUN_ONCPU;
 	}
 	st->span_start[SPAN_IOWQ] = start;
+	st->open |= 1 << SPAN_IOWQ;
 	for (int c = 0; c < COMP_MAX; c++)
 		st->comp[SPAN_IOWQ][c] = 0;
 }
@@ -835,14 +1216,14 @@ static long classify_frame(__u64 i, struct classify_ctx *cx)
 {
 	/* Mask in asm: clang would drop a C bound it can prove, and the verifier needs to see one. */
 	asm volatile("%[i] &= %[mask]" : [i] "+r"(i) : [mask] "i"(MAX_FRAMES - 1));
-	cx->best = classify_step((const struct aof_krange *)kranges, nr_kranges, cx->fr->ips[i], cx->best);
+	cx->best = classify_step(NULL, cx->fr->ips[i], cx->best);
 	return 0;
 }
 
 /* bpf_loop (5.17+) keeps the verifier from walking frames x search steps as one unrolled tree. */
 static __always_inline __u8 classify_current(void *ctx)
 {
-	struct classify_ctx cx = { .best = COMP_OTHER_OFFCPU };
+	struct classify_ctx cx = { .best = CLASSIFY_INIT };
 	__u32 zero = 0;
 	long n;
 
@@ -853,7 +1234,7 @@ static __always_inline __u8 classify_current(void *ctx)
 	if (n <= 0)
 		return COMP_OTHER_OFFCPU;
 	bpf_loop(n / sizeof(__u64), classify_frame, &cx, 0);
-	return cx.best;
+	return CLASSIFY_COMP(cx.best);
 }
 
 SEC("tp_btf/sched_switch")
@@ -901,8 +1282,18 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 			st->run = RUN_RUNQ;
 		} else {
 			st->run = RUN_OFFCPU;
-			st->off_comp = st->lock_comp ? st->lock_comp : classify_current(ctx);
 			st->off_kstack = bpf_get_stackid(ctx, &stacks, 0);
+			if (st->lock_comp) {
+				st->off_comp = st->lock_comp;
+			} else {
+				__u8 *c = st->off_kstack >= 0 ?
+					  bpf_map_lookup_elem(&stack_comp, &st->off_kstack) : NULL;
+
+				st->off_comp = c ? *c : classify_current(ctx);
+				if (!c && st->off_kstack >= 0)
+					bpf_map_update_elem(&stack_comp, &st->off_kstack, &st->off_comp,
+							    BPF_NOEXIST);
+			}
 			st->off_start = now;
 			st->wake_ts = 0;
 			st->waker_pid = 0;
@@ -1034,7 +1425,7 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 		id = bpf_get_current_pid_tgid();
 		st->waker_pid = id >> 32;
 		bpf_get_current_comm(st->waker_comm, sizeof(st->waker_comm));
-		st->waker_kstack = bpf_get_stackid(ctx, &stacks, 0);
+		st->waker_kstack = waker_stacks ? bpf_get_stackid(ctx, &stacks, 0) : -1;
 		return 0;
 	}
 	return 0;
@@ -1054,7 +1445,8 @@ int BPF_PROG(contention_begin, void *lock, unsigned int flags)
 	if (!st || !any_span(st))
 		return 0;
 	charge(st, bpf_ktime_get_ns());
-	st->lock_comp = (__u64)lock == aof_rwsem ? COMP_INODE_LOCK : COMP_OTHER_LOCK;
+	st->lock_comp = (__u64)lock == aof_rwsem || ((__u64)lock == aof_ilock && aof_ilock) ?
+			COMP_INODE_LOCK : COMP_OTHER_LOCK;
 	return 0;
 }
 
@@ -1384,15 +1776,14 @@ int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
 {
 	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)req;
 	struct ureq u = {};
-	struct tstate *st;
 
 	if ((__u32)(id >> 32) != targ_tgid)
 		return 0;
 	u.submit_ns = bpf_ktime_get_ns();
 	u.submitter = (__u32)id;
 	u.opcode = req->opcode;
-	st = bpf_map_lookup_elem(&threads, &u.submitter);
-	if (st && st->span_start[SPAN_FLUSH])
+	/* With SQPOLL the submitter is the SQ thread, while the flush waits: any submission counts. */
+	if (flush_open)
 		u.flags |= UF_INFLUSH;
 	bpf_map_update_elem(&ureqs, &key, &u, BPF_ANY);
 	return 0;
@@ -1456,6 +1847,39 @@ int BPF_PROG(io_uring_fail_link, struct io_kiocb *req, struct io_kiocb *link)
 	return 0;
 }
 
+/* An io_uring request on the AOF completed: bytes written, a sync covering them, or an error. */
+static __always_inline void uring_durability(struct ureq *u, struct inode *inode, __s32 res, __u64 now)
+{
+	struct tstate *sub = bpf_map_lookup_elem(&threads, &(__u32){ flush_tid });	/* the flushing thread */
+	bool in_flush = u->flags & UF_INFLUSH && flush_open && sub && sub->span_start[SPAN_FLUSH];
+
+	if (is_write_op(u->opcode)) {
+		if (res < 0 || u->flags & UF_SHORT)
+			sync_failed((__u64)inode, res < 0 ? res : 0);
+		if (res <= 0)
+			return;
+		aof_written(res, now);
+		if (in_flush) {
+			sub->uring_bytes += res;
+			if (!sub->inode) {
+				sub->inode = (__u64)inode;
+				sub->ino = BPF_CORE_READ(inode, i_ino);
+			}
+		}
+	} else if (u->opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_FSYNC)) {
+		__u64 snap = dur_sync_snap != ~0ULL ? dur_sync_snap : dur_wseq;
+
+		dur_sync_snap = ~0ULL;
+		if (res < 0) {
+			sync_failed((__u64)inode, res);
+			return;
+		}
+		aof_covered(snap);
+		if (in_flush)
+			sub->uring_syncs++;
+	}
+}
+
 /* Since 5.18 (d5ec1dfaf59a) the tracepoint passes the CQE; `req` is the request completed. */
 SEC("tp_btf/io_uring_complete")
 int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_uring_cqe *cqe)
@@ -1489,6 +1913,8 @@ int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_u
 		st->last_done = now;
 		st->cur_req = 0;
 	}
+	if (u->flags & UF_AOF)
+		uring_durability(u, inode, BPF_CORE_READ(cqe, res), now);
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_LOST, 1);

@@ -59,6 +59,32 @@ enum aof_event_type {
 	EV_EXIT,	/* a tracked child, or the target itself, exited */
 	EV_UREQ,	/* one io_uring request of the target completed */
 	EV_BLOCK,	/* one block request on the AOF device completed (timeline mode only) */
+	EV_VIOLATION,	/* a durability invariant broke (the first few of each kind) */
+};
+
+/* The invariants appendfsync always promises, checked in the kernel (docs/durability.md). */
+enum aof_violation {
+	VIO_OVERWRITE,		/* a write to the AOF started below its end */
+	VIO_GROWTH,		/* a flush grew the file by other than the bytes it wrote */
+	VIO_REPLY_EARLY,	/* a reply left while AOF bytes written before it were not synced */
+	VIO_SYNC_ERROR,		/* a sync or write of the AOF failed or wrote short */
+	VIO_UNLINKED,		/* a write to an AOF file that has no name any more */
+	VIO_MAX,
+};
+
+#define VIO_EXAMPLES	8	/* records sent per kind; the counters count them all */
+
+struct aof_violation_event {
+	__u32 type;		/* EV_VIOLATION */
+	__u32 kind;		/* enum aof_violation */
+	__u32 tid;
+	__u32 pad;
+	__u64 ts_ns;
+	__u64 ino;
+	__u64 off;		/* OVERWRITE: where the write started; REPLY_EARLY: unsynced bytes */
+	__u64 isize;		/* OVERWRITE, GROWTH: i_size then; REPLY_EARLY: unsynced for (ns) */
+	__s64 bytes;		/* OVERWRITE: bytes overwritten; GROWTH: growth - written; SYNC_ERROR: the error */
+	char comm[TASK_COMM_LEN];
 };
 
 /* What happened to an io_uring request. */
@@ -116,6 +142,9 @@ struct aof_flush_event {
 	__u32 commits;		/* journal/log commits this flush's syncs forced */
 	__u32 uring_enters;	/* io_uring_enter() calls inside the flush (submit and/or wait) */
 	__u64 uring_ns;		/* time in them */
+	__u64 uring_bytes;	/* bytes its io_uring writes to the AOF completed */
+	__u32 uring_syncs;	/* its io_uring FSYNCs of the AOF that completed */
+	__u32 pad;
 	__u64 comp[COMP_MAX];		/* the whole flush */
 	__u64 write_comp[COMP_MAX];	/* its write calls */
 	__u64 sync_comp[COMP_MAX];	/* its fdatasync/fsync calls */
@@ -209,6 +238,16 @@ enum aof_counter {
 	/* XFS iclog writes on the AOF device: xlog_iclog_sync -> xlog_iclog_sync_done */
 	CNT_XLOG_WRITES,
 	CNT_XLOG_WRITE_NS,
+	/* durability: violations by kind (enum aof_violation order), then details */
+	CNT_VIO_OVERWRITE,
+	CNT_VIO_GROWTH,
+	CNT_VIO_REPLY_EARLY,
+	CNT_VIO_SYNC_ERROR,
+	CNT_VIO_UNLINKED,
+	CNT_OVERWRITE_BYTES,
+	CNT_GROWTH_DIFF_BYTES,	/* |growth - bytes written| summed over flushes */
+	CNT_SYNC_RETRIED,	/* after a sync error the next thing was another sync */
+	CNT_SYNC_CARRIED_ON,	/* ... was a reply */
 	CNT_MAX,
 };
 

@@ -11,6 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 #include "offcpu.h"
+
+static const struct aof_krange *krange_at(const void *tbl, __u32 i)
+{
+	return i < MAX_KRANGES ? &((const struct aof_krange *)tbl)[i] : NULL;
+}
+
 #include "classify.h"
 
 /* A fake kallsyms: every function named in the stacks below, plus its neighbours. */
@@ -99,9 +105,9 @@ static const char *comp_name(int c)
 int main(void)
 {
 	char path[] = "/tmp/test_classify.XXXXXX";
-	struct aof_krange r[MAX_KRANGES];
+	struct aof_krange r[MAX_KRANGES], fr[MAX_KRANGES];
 	int fd, n, failed = 0;
-	struct ksyms *ks;
+	struct ksyms *ks, *fks;
 	FILE *f;
 
 	fd = mkstemp(path);
@@ -114,12 +120,20 @@ int main(void)
 	fprintf(f, "%llx T _etext\n", BASE + sizeof(funcs) / sizeof(funcs[0]) * STEP);
 	fclose(f);
 	ks = ksyms_load(path);
+	fks = ksyms_load_filter(path, offcpu_wanted);
 	unlink(path);
-	if (!ks) {
+	if (!ks || !fks) {
 		fprintf(stderr, "ksyms_load failed\n");
 		return 2;
 	}
 	n = build_kranges(ks, r, MAX_KRANGES);
+
+	/* aoftrace reads only the table's names (and every address): the same ranges must come out. */
+	if (build_kranges(fks, fr, MAX_KRANGES) != n || memcmp(r, fr, sizeof(r))) {
+		fprintf(stderr, "FAIL: ranges from the filtered symbols differ\n");
+		failed++;
+	}
+	ksyms_free(fks);
 
 	/* Every range is sorted, non-empty and ends at the next symbol. */
 	for (int i = 0; i < n; i++) {
@@ -130,8 +144,29 @@ int main(void)
 		}
 	}
 	/* An address between two table functions' ranges, or outside any, classifies as nothing. */
-	if (krange_comp(r, n, BASE - 1) != -1 || krange_comp(r, n, addr_of("do_fsync")) != -1) {
+	if (krange_comp(r, BASE - 1) != -1 || krange_comp(r, addr_of("do_fsync")) != -1) {
 		fprintf(stderr, "FAIL: an address outside the table matched\n");
+		failed++;
+	}
+	/* The branch-free search agrees with a linear scan at every range's edges and between them. */
+	for (int i = 0; i < n; i++) {
+		__u64 probe[] = { r[i].start - 1, r[i].start, r[i].start + 1, r[i].end - 1, r[i].end };
+
+		for (size_t j = 0; j < sizeof(probe) / sizeof(probe[0]); j++) {
+			int want = -1;
+
+			for (int k = 0; k < n; k++)
+				if (r[k].start <= probe[j] && probe[j] < r[k].end)
+					want = r[k].comp;
+			if (krange_comp(r, probe[j]) != want) {
+				fprintf(stderr, "FAIL: %llx: search %d, scan %d\n", (unsigned long long)probe[j],
+					krange_comp(r, probe[j]), want);
+				failed++;
+			}
+		}
+	}
+	if (r[n].start != ~0ULL || r[MAX_KRANGES - 1].start != ~0ULL) {
+		fprintf(stderr, "FAIL: the table is not padded\n");
 		failed++;
 	}
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -140,7 +175,7 @@ int main(void)
 
 		for (; nf < 20 && cases[i].frames[nf]; nf++)
 			ips[nf] = addr_of(cases[i].frames[nf]);
-		got = classify_stack(r, n, ips, nf);
+		got = classify_stack(r, ips, nf);
 		printf("%s %-60s %s\n", got == cases[i].want ? "ok  " : "FAIL", cases[i].what, comp_name(got));
 		if (got != cases[i].want) {
 			fprintf(stderr, "FAIL: %s: want %s, got %s\n", cases[i].what, comp_name(cases[i].want),

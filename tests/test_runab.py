@@ -136,6 +136,18 @@ def test_one_representative_timeline(quick):
     assert os.path.relpath(tls[0], out) in open(os.path.join(out, "report.md")).read()
 
 
+def test_report_carries_every_runs_durability_verdict(quick):
+    out = quick["out"]
+    md = open(os.path.join(out, "report.md")).read()
+    rows = table(md, "| run | appendfsync seen | verdict |")
+    runs = sorted(os.listdir(os.path.join(out, "runs")))
+    assert sorted(r[0] for r in rows) == runs
+    for name, seen, verdict in rows:
+        trace = json.load(open(os.path.join(out, "runs", name, "aoftrace.json")))
+        assert seen == trace["durability"]["appendfsync"] == "always"
+        assert verdict == "OK", (name, verdict)     # aofwriter's correct modes
+
+
 def test_report_figures_equal_the_raw_json(quick):
     out = quick["out"]
     md = open(os.path.join(out, "report.md")).read()

@@ -6,10 +6,13 @@
  * (uprobes), the write() calls inside it and every fdatasync()/fsync() of the server's threads
  * and forked children (raw syscall tracepoints with BTF), without kprobes or fentry.
  */
+#define _GNU_SOURCE
 #include <argp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,12 +21,15 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include "aoftrace.h"
 #include "aoftrace.skel.h"
+#include "durability.h"
 #include "offcpu.h"
 #include "trace_helpers.h"
 #include "timeline.h"
@@ -176,6 +182,12 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	return 0;
 }
 
+static const struct argp argp = {
+	.options = opts,
+	.parser = parse_arg,
+	.doc = argp_program_doc,
+};
+
 static int libbpf_print_fn(enum libbpf_print_level level, const char *format, va_list args)
 {
 	if (level == LIBBPF_DEBUG && !env.verbose)
@@ -227,22 +239,119 @@ static bool has_caps(void)
 	return (eff >> 21 & 1) || ((eff >> 39 & 1) && (eff >> 38 & 1));
 }
 
-struct tp_group {
-	const char *name;
-	const char *tps[4];
-	bool core;		/* the flush/fdatasync core cannot run without it */
+/*
+ * Tracepoint groups, by the prefix of the tp_btf programs that use them. A kernel may lack some (ext4
+ * or XFS not built, an older io_uring): those groups are switched off at start-up, before load, and
+ * the report says so. The core cannot run without the groups marked core.
+ */
+struct feature {
+	const char *prefix;
+	const char *group;
+	const char *what;	/* what the user loses without it */
+	bool core;
 };
 
-static const struct tp_group tp_groups[] = {
-	{ "raw_syscalls", { "sys_enter", "sys_exit" }, true },
-	{ "sched", { "sched_process_fork", "sched_process_exit", "sched_switch", "sched_waking" }, true },
-	{ "io_uring", { "io_uring_submit_req", "io_uring_queue_async_work", "io_uring_complete" }, false },
-	{ "block", { "block_rq_issue", "block_rq_complete" }, false },
-	{ "lock", { "contention_begin", "contention_end" }, false },
-	{ "xfs", { "xfs_file_fsync", "xfs_log_force", "xfs_file_buffered_write" }, false },
-	{ "ext4", { "ext4_sync_file_enter", "ext4_sync_file_exit" }, false },
-	{ "jbd2", { "jbd2_start_commit", "jbd2_end_commit" }, false },
+static const struct feature features[] = {
+	{ "sys_", "raw_syscalls", "flush and fdatasync timing", true },
+	{ "sched_", "sched", "on-CPU/off-CPU attribution and children", true },
+	{ "task_", "task", "io-wq worker creation", true },
+	{ "contention_", "lock", "exact inode-lock waits", false },
+	{ "block_", "block", "block requests on the AOF device", false },
+	{ "io_uring_", "io_uring", "io_uring request tracking", false },
+	{ "xfs_", "xfs", "XFS log forces and writes", false },
+	{ "xlog_", "xfs", "XFS log forces and writes", false },
+	{ "ext4_", "ext4", "ext4 fsync and writes", false },
+	{ "jbd2_", "jbd2", "jbd2 commit phases", false },
 };
+
+#define NFEATURES (sizeof(features) / sizeof(features[0]))
+
+static const struct feature *feature_of(const char *tp)
+{
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (!strncmp(tp, features[i].prefix, strlen(features[i].prefix)))
+			return &features[i];
+	return NULL;
+}
+
+/* Groups switched off, with the first tracepoint found missing in each ("" when all present). */
+static char feature_missing[NFEATURES][64];
+static bool feature_used[NFEATURES];
+
+/* The first tracepoint missing in `group`, or NULL when the group is whole. */
+static const char *group_missing(const char *group)
+{
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (!strcmp(features[i].group, group) && feature_missing[i][0])
+			return feature_missing[i];
+	return NULL;
+}
+
+/* Each group once, in table order: is features[i] the first entry of its group? */
+static bool group_first(size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (!strcmp(features[j].group, features[i].group))
+			return false;
+	return true;
+}
+
+/*
+ * Which tp_btf programs this kernel can attach: a tracepoint exists when its btf_trace_<name>
+ * typedef is in the BTF. Returns false if BTF cannot be read.
+ */
+static bool probe_features(struct bpf_object *bobj, const char *btf_path)
+{
+	struct btf *btf = btf__parse(btf_path, NULL);
+	struct bpf_program *prog;
+	char name[128];
+
+	if (!btf)
+		return false;
+	memset(feature_missing, 0, sizeof(feature_missing));
+	memset(feature_used, 0, sizeof(feature_used));
+	bpf_object__for_each_program(prog, bobj) {
+		const char *sec = bpf_program__section_name(prog), *tp;
+		const struct feature *f;
+
+		if (strncmp(sec, "tp_btf/", 7))
+			continue;
+		tp = sec + 7;
+		f = feature_of(tp);
+		if (f)
+			feature_used[f - features] = true;
+		snprintf(name, sizeof(name), "btf_trace_%s", tp);
+		if (f && !feature_missing[f - features][0] && btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF) <= 0)
+			snprintf(feature_missing[f - features], sizeof(feature_missing[0]), "%s", tp);
+	}
+	btf__free(btf);
+	/* A group is off as a whole: half of the io_uring lifecycle would mislead. */
+	bpf_object__for_each_program(prog, bobj) {
+		const char *sec = bpf_program__section_name(prog);
+		const struct feature *f = strncmp(sec, "tp_btf/", 7) ? NULL : feature_of(sec + 7);
+
+		if (f && group_missing(f->group))
+			bpf_program__set_autoload(prog, false);
+	}
+	return true;
+}
+
+/* "jbd2 (no jbd2_start_commit)" for each group off, comma-separated; "" if none. */
+static const char *features_off(char *buf, size_t len, bool core_only)
+{
+	size_t used = 0;
+
+	buf[0] = 0;
+	for (size_t i = 0; i < NFEATURES && used < len; i++) {
+		const char *tp = group_missing(features[i].group);
+
+		if (!tp || !group_first(i) || features[i].core != core_only)
+			continue;
+		used += snprintf(buf + used, len - used, "%s%s (no %s tracepoint: %s off)", used ? ", " : "",
+				 features[i].group, tp, features[i].what);
+	}
+	return buf;
+}
 
 static bool pmu_exists(const char *name)
 {
@@ -277,11 +386,12 @@ static const char *probe_fentry(struct btf *btf)
 	return "yes";
 }
 
+static bool private_tracefs(void);
+
 static int cmd_check(void)
 {
 	bool core = true, btf_ok, uprobe, ringbuf;
 	struct btf *btf = NULL;
-	char tp[64];
 
 	btf_ok = access(btf_file(), R_OK) == 0;
 	if (btf_ok) {
@@ -294,26 +404,29 @@ static int cmd_check(void)
 	ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
 	printf("%-24s %s\n", "BPF ring buffer", ringbuf ? "yes" : "NO");
 	core = btf_ok && uprobe && ringbuf;
-	for (size_t g = 0; g < sizeof(tp_groups) / sizeof(tp_groups[0]); g++) {
-		const struct tp_group *grp = &tp_groups[g];
-		int have = 0, n = 0;
-		char missing[128] = "";
+	if (btf_ok) {
+		struct aoftrace_bpf *obj = aoftrace_bpf__open();
 
-		for (; n < 4 && grp->tps[n]; n++) {
-			snprintf(tp, sizeof(tp), "btf_trace_%s", grp->tps[n]);
-			if (btf && btf__find_by_name_kind(btf, tp, BTF_KIND_TYPEDEF) > 0)
-				have++;
-			else
-				snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing),
-					 " %s", grp->tps[n]);
-		}
-		printf("%-24s %s%s%s\n", grp->name, have == n ? "yes" : have ? "partly, missing:" : "NO",
-		       missing, grp->core ? "" : "");
-		if (grp->core && have != n)
+		if (obj && probe_features(obj->obj, btf_file())) {
+			for (size_t i = 0; i < NFEATURES; i++) {
+				const char *tp = group_missing(features[i].group);
+
+				if (!group_first(i) || !feature_used[i])
+					continue;
+				printf("%-24s %s%s%s\n", features[i].group, tp ? "NO: no " : "yes", tp ? tp : "",
+				       tp ? " tracepoint" : "");
+				if (features[i].core && tp)
+					core = false;
+			}
+		} else {
 			core = false;
+		}
+		aoftrace_bpf__destroy(obj);
 	}
 	printf("%-24s %s\n", "tracefs mounted", access("/sys/kernel/tracing/events", R_OK) == 0 ?
-	       "yes" : "no (not needed: tp_btf and PMU uprobes)");
+	       "yes" : "no (mounted privately for the syscall tracepoints when it can be)");
+	printf("%-24s %s\n", "syscall tracepoints", private_tracefs() ? "yes" :
+	       "no (raw_syscalls instead: a program at every syscall)");
 	printf("%-24s %s\n", "kprobes", pmu_exists("kprobe") ? "yes" : "no (not needed)");
 	printf("%-24s %s\n", "fentry", btf ? probe_fentry(btf) : "unknown (no BTF)");
 	printf("%-24s %s\n", "core (flush, fdatasync)", core ? "can run" : "CANNOT run");
@@ -411,6 +524,7 @@ static uint64_t comp_sum(const struct opstat *o)
 	return sum;
 }
 static bool target_exited;
+static uint64_t trace_start_ns;
 static char target_exe[PATH_MAX];
 static char target_comm[TASK_COMM_LEN + 1];
 
@@ -444,6 +558,8 @@ static int handle_event(void *ctx, void *data, size_t len)
 						fsx.growth_mismatches++;
 				}
 			}
+			if (i == 0)
+				dur_flush(f);
 			lhist_add(&t[i]->flush, f->dur_ns);
 			lhist_add(&t[i]->flush_write, f->write_ns);
 			t[i]->writes += f->writes;
@@ -463,6 +579,10 @@ static int handle_event(void *ctx, void *data, size_t len)
 			t[i]->sync_calls[s->role][s->kind]++;
 			if (s->ret < 0)
 				t[i]->sync_errors[s->role]++;
+			break;
+		case EV_VIOLATION:
+			if (i == 0)
+				dur_violation(data, trace_start_ns);
 			break;
 		case EV_FORK:
 			t[i]->forks++;
@@ -497,6 +617,18 @@ static uint64_t sum_counter(struct aoftrace_bpf *obj, uint32_t idx)
 static double us(uint64_t ns)
 {
 	return ns / 1000.0;
+}
+
+static void dur_read(struct aoftrace_bpf *obj, struct dur_counts *c)
+{
+	for (int k = 0; k < VIO_MAX; k++)
+		c->vio[k] = sum_counter(obj, CNT_VIO_OVERWRITE + k);
+	c->overwrite_bytes = sum_counter(obj, CNT_OVERWRITE_BYTES);
+	c->growth_diff_bytes = sum_counter(obj, CNT_GROWTH_DIFF_BYTES);
+	c->sync_retried = sum_counter(obj, CNT_SYNC_RETRIED);
+	c->sync_carried_on = sum_counter(obj, CNT_SYNC_CARRIED_ON);
+	c->max_window_ns = obj->bss->dur_max_window_ns;
+	c->exited_after_error = target_exited && obj->bss->dur_err_pending;
 }
 
 static void print_quantiles(const struct lhist *h)
@@ -674,9 +806,14 @@ static int read_stack(struct aoftrace_bpf *obj, int id, uint64_t *ips)
 	return n;
 }
 
+/* All kernel symbols, read only when a report names stack frames: not on the start-up path. */
 static const char *ksym_name(uint64_t ip)
 {
-	const struct ksym *k = ksyms_find(ksyms, ip);
+	const struct ksym *k;
+
+	if (!ksyms)
+		ksyms = ksyms_load(NULL);
+	k = ksyms_find(ksyms, ip);
 
 	return k ? k->name : "[unknown]";
 }
@@ -911,6 +1048,12 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 	uint64_t calls = sum_counter(obj, CNT_FLUSH_CALLS), empty = sum_counter(obj, CNT_FLUSH_EMPTY);
 
 	printf("\n%s pid %d: %.1f s traced\n", target_comm, env.pid, window);
+	{
+		char off[512];
+
+		if (*features_off(off, sizeof(off), false))
+			printf("Features off: %s\n", off);
+	}
 	printf("\n" FLUSH_FUNC "() that wrote or synced: %llu (plus %llu empty calls of %llu)\n",
 	       (unsigned long long)all.flush.count, (unsigned long long)empty, (unsigned long long)calls);
 	lhist_print_log2(stdout, &all.flush, 1000, "usecs");
@@ -932,10 +1075,16 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 		print_quantiles(&all.sync[r]);
 	}
 	if (!all.sync[ROLE_MAIN].count && !all.flush.count)
-		printf("\nno AOF flush seen: is appendonly on, and did the server get writes?\n");
+		printf("\nno AOF flush seen — is appendonly on? (and did the server get writes?)\n");
 	print_attribution();
 	print_top_stacks(obj);
 	print_fs_block(obj);
+	{
+		struct dur_counts dc;
+
+		dur_read(obj, &dc);
+		dur_print(stdout, &dc);
+	}
 	{
 		struct uring_workers w;
 
@@ -1013,6 +1162,11 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_bool(&w, "exited", target_exited);
 	jw_obj_end(&w);
 	jw_dbl(&w, "window_s", window);
+	jw_arr(&w, "features_off");
+	for (size_t i = 0; i < NFEATURES; i++)
+		if (group_first(i) && group_missing(features[i].group))
+			jw_str(&w, NULL, features[i].group);
+	jw_arr_end(&w);
 	jw_obj(&w, "flush");
 	json_lhist(&w, &all.flush);
 	jw_u64(&w, "calls", sum_counter(obj, CNT_FLUSH_CALLS));
@@ -1114,6 +1268,12 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 		jw_obj_end(&w);
 	}
 	jw_obj_end(&w);
+	{
+		struct dur_counts dc;
+
+		dur_read(obj, &dc);
+		dur_json(&w, &dc);
+	}
 	jw_u64(&w, "lost_events", sum_counter(obj, CNT_LOST));
 	jw_end(&w);
 }
@@ -1181,10 +1341,122 @@ static void check_output_path(const char *path)
 		dir[1] = 0;
 	else
 		*slash = 0;
-	if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+	if (stat(dir, &st)) {
+		if (errno != ENOENT && errno != ENOTDIR)
+			die("cannot write %s: %s: %s", path, dir, strerror(errno));
+		die("cannot write %s: no directory %s", path, dir);
+	}
+	if (!S_ISDIR(st.st_mode))
 		die("cannot write %s: no directory %s", path, dir);
 	if (access(dir, W_OK))
 		die("cannot write %s: %s", path, strerror(errno));
+}
+
+/*
+ * The classifier's ranges come from /proc/kallsyms, which takes the kernel ~40 ms to print: read it
+ * on a thread while the verifier checks the programs, keeping only the table's names.
+ */
+static struct {
+	pthread_t thread;
+	struct aof_krange r[MAX_KRANGES];
+	int n, err;
+} kr;
+
+static void *kranges_thread(void *arg)
+{
+	struct ksyms *ks = ksyms_load_filter(NULL, offcpu_wanted);
+
+	if (!ks) {
+		kr.err = errno ? errno : ENOMEM;
+		return NULL;
+	}
+	kr.n = build_kranges(ks, kr.r, MAX_KRANGES);
+	ksyms_free(ks);
+	return NULL;
+}
+
+static int kranges_install(struct aoftrace_bpf *obj)
+{
+	int fd = bpf_map__fd(obj->maps.kranges);
+
+	pthread_join(kr.thread, NULL);
+	if (kr.err) {
+		fprintf(stderr, "aoftrace: cannot read /proc/kallsyms: %s\n", strerror(kr.err));
+		return -kr.err;
+	}
+	for (__u32 i = 0; i < MAX_KRANGES; i++)	/* the padding too: see krange_comp() */
+		if (bpf_map_update_elem(fd, &i, &kr.r[i], BPF_ANY))
+			return -errno;
+	if (env.verbose)
+		fprintf(stderr, "aoftrace: %d kernel ranges for the off-CPU classifier\n", kr.n);
+	return 0;
+}
+
+/*
+ * The syscalls the BPF side follows. raw_syscalls:sys_enter/sys_exit would run a program at every
+ * syscall of the system (measured here: +145 ns on a getppid() loop); the syscalls:sys_enter_<name>
+ * tracepoints run it only for these (+45 ns for the others: the tracepoint slow path). They need
+ * tracefs for their ids: aoftrace mounts it in a mount namespace of its own, which the rest of the
+ * system never sees and which vanishes with the process, even on SIGKILL.
+ */
+static const struct {
+	const char *name;
+	int args;	/* arguments the BPF side reads: 0, 1 or 4 (sys_enter_tp<N>) */
+} traced_syscalls[] = {
+	{ "write", 1 }, { "pwrite64", 4 }, { "writev", 1 }, { "pwritev", 4 }, { "pwritev2", 4 },
+	{ "sendto", 1 }, { "sendmsg", 1 }, { "fsync", 1 }, { "fdatasync", 1 }, { "sync_file_range", 1 },
+	{ "clone", 1 }, { "clone3", 1 }, { "fork", 0 }, { "vfork", 0 }, { "io_uring_enter", 1 },
+};
+#define NSYSCALLS (sizeof(traced_syscalls) / sizeof(traced_syscalls[0]))
+#define SYSCALL_EVENTS "/sys/kernel/tracing/events/syscalls"
+
+static bool syscall_events_exist(void)
+{
+	return access(SYSCALL_EVENTS "/sys_enter_fdatasync/id", R_OK) == 0;
+}
+
+/* Before any thread exists: unshare(CLONE_NEWNS) refuses a multithreaded process. */
+static bool private_tracefs(void)
+{
+	if (syscall_events_exist())
+		return true;
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
+	    mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, NULL)) {
+		if (env.verbose)
+			fprintf(stderr, "aoftrace: no private tracefs (%s): raw_syscalls for every syscall\n",
+				strerror(errno));
+		return false;
+	}
+	return syscall_events_exist();
+}
+
+static struct bpf_link *sys_links[2 * NSYSCALLS];
+
+static int attach_syscalls(struct aoftrace_bpf *obj)
+{
+	char path[PATH_MAX], tp[64];
+	int n = 0;
+
+	for (size_t i = 0; i < NSYSCALLS; i++) {
+		for (int exit = 0; exit < 2; exit++) {
+			int args = traced_syscalls[i].args;
+			struct bpf_program *prog = exit ? obj->progs.sys_exit_tp :
+						   args == 0 ? obj->progs.sys_enter_tp0 :
+						   args == 1 ? obj->progs.sys_enter_tp1 : obj->progs.sys_enter_tp4;
+
+			snprintf(tp, sizeof(tp), "sys_%s_%s", exit ? "exit" : "enter", traced_syscalls[i].name);
+			snprintf(path, sizeof(path), SYSCALL_EVENTS "/%s", tp);
+			if (access(path, F_OK))
+				continue;	/* not on this architecture (fork, vfork on arm64) */
+			sys_links[n] = bpf_program__attach_tracepoint(prog, "syscalls", tp);
+			if (!sys_links[n]) {
+				fprintf(stderr, "aoftrace: cannot attach syscalls:%s: %s\n", tp, strerror(errno));
+				return -errno;
+			}
+			n++;
+		}
+	}
+	return 0;
 }
 
 static struct bpf_link *attach_flush(struct bpf_program *prog, const char *path, bool ret)
@@ -1207,20 +1479,22 @@ static struct bpf_link *attach_flush(struct bpf_program *prog, const char *path,
 
 int main(int argc, char **argv)
 {
-	static const struct argp argp = {
-		.options = opts,
-		.parser = parse_arg,
-		.doc = argp_program_doc,
-	};
 	LIBBPF_OPTS(bpf_object_open_opts, open_opts);
 	struct bpf_link *links[2] = {};
 	struct ring_buffer *rb = NULL;
 	struct aoftrace_bpf *obj = NULL;
-	char attach_path[PATH_MAX];
+	char attach_path[PATH_MAX], off[512];
+	bool no_flush = false, syscall_tps;
 	uint64_t start, next_ival, end;
 	FILE *json = NULL;
 	int err;
 
+	/*
+	 * Kernel BTF is parsed twice at start-up (our feature probe, then libbpf), ~10 MB each time. A fixed
+	 * mmap threshold keeps such buffers out of the heap, so each is handed back when freed; glibc's
+	 * adaptive threshold would grow after the first free and keep the second in the heap for good.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 256 << 10);
 	env.top = 5;
 	argp_err_exit_status = 2;
 	argv[0] = (char *)"aoftrace";	/* getopt's messages name argv[0]: keep them "aoftrace: ..." */
@@ -1243,25 +1517,36 @@ int main(int argc, char **argv)
 		check_output_path(env.folded_path);
 	if (env.timeline_path)
 		check_output_path(env.timeline_path);
-	ksyms = ksyms_load(NULL);
-	if (!ksyms)
-		die("cannot read /proc/kallsyms: %s", strerror(errno));
+	syscall_tps = private_tracefs();
+	err = pthread_create(&kr.thread, NULL, kranges_thread, NULL);
+	if (err)
+		die("cannot start a thread: %s", strerror(err));
 
 	open_opts.btf_custom_path = env.btf_path;
 	obj = aoftrace_bpf__open_opts(&open_opts);
 	if (!obj)
 		die("cannot open BPF object: %s", strerror(errno));
+	if (!probe_features(obj->obj, btf_file()))
+		die("cannot read kernel BTF from %s: %s", btf_file(), strerror(errno));
+	if (*features_off(off, sizeof(off), true))
+		die("this kernel lacks tracepoints the core needs: %s", off);
+	if (*features_off(off, sizeof(off), false))
+		fprintf(stderr, "aoftrace: features off: %s\n", off);
 	obj->rodata->targ_tgid = env.pid;
 	obj->rodata->timeline = env.timeline_path != NULL;
-	{
-		struct aof_krange kr[MAX_KRANGES];
-		int n = build_kranges(ksyms, kr, MAX_KRANGES);
-
-		memcpy((void *)obj->rodata->kranges, kr, n * sizeof(kr[0]));
-		obj->rodata->nr_kranges = n;
-		if (env.verbose)
-			fprintf(stderr, "aoftrace: %d kernel ranges for the off-CPU classifier\n", n);
-	}
+	obj->rodata->waker_stacks = env.folded_path != NULL;
+	/*
+	 * The ring is mapped twice and its pages stay resident once written: 1 MB (2 MB of RSS) holds over
+	 * a second of flush, sync and io_uring records here; a timeline also sends every block request.
+	 */
+	obj->rodata->ring_size = env.timeline_path ? 8 << 20 : 1 << 20;
+	bpf_map__set_max_entries(obj->maps.events, obj->rodata->ring_size);
+	bpf_program__set_autoload(obj->progs.sys_enter, !syscall_tps);
+	bpf_program__set_autoload(obj->progs.sys_exit, !syscall_tps);
+	bpf_program__set_autoload(obj->progs.sys_enter_tp0, syscall_tps);
+	bpf_program__set_autoload(obj->progs.sys_enter_tp1, syscall_tps);
+	bpf_program__set_autoload(obj->progs.sys_enter_tp4, syscall_tps);
+	bpf_program__set_autoload(obj->progs.sys_exit_tp, syscall_tps);
 
 	err = aoftrace_bpf__load(obj);
 	if (err) {
@@ -1269,12 +1554,17 @@ int main(int argc, char **argv)
 			strerror(-err));
 		goto cleanup;
 	}
+	err = kranges_install(obj);
+	if (err)
+		goto cleanup;
 	err = aoftrace_bpf__attach(obj);
 	if (err) {
 		fprintf(stderr, "aoftrace: cannot attach tracepoints: %s (see aoftrace --check)\n",
 			strerror(-err));
 		goto cleanup;
 	}
+	if (syscall_tps && (err = attach_syscalls(obj)))
+		goto cleanup;
 	links[0] = attach_flush(obj->progs.flush_enter, attach_path, false);
 	links[1] = links[0] ? attach_flush(obj->progs.flush_exit, attach_path, true) : NULL;
 	iowq_at_start = count_iowq_workers(env.pid);
@@ -1307,6 +1597,7 @@ int main(int argc, char **argv)
 	}
 	signal(SIGINT, sig_handler);
 	signal(SIGTERM, sig_handler);
+	signal(SIGPIPE, SIG_IGN);	/* stdout piped into head: the JSON and the detach still happen */
 
 	printf("Tracing %s pid %d (%s). Hit Ctrl-C to end.\n", target_comm, env.pid, target_exe);
 	if (env.interval)
@@ -1314,7 +1605,7 @@ int main(int argc, char **argv)
 		       "F_MAXus", "FDSYNCS", "S_P50us", "S_P99us", "WRITE_MB", "CHILD");
 	fflush(stdout);
 
-	start = now_ns();
+	start = trace_start_ns = now_ns();
 	next_ival = start + (uint64_t)(env.interval * 1e9);
 	end = env.duration ? start + (uint64_t)(env.duration * 1e9) : UINT64_MAX;
 	while (!exiting) {
@@ -1347,6 +1638,12 @@ int main(int argc, char **argv)
 		double window = (now_ns() - start) / 1e9;
 
 		print_report(obj, window);
+		/* Valkey and Redis call flushAppendOnlyFile() on every event-loop turn, but only with the AOF on. */
+		if (!env.any && !sum_counter(obj, CNT_FLUSH_CALLS) && window >= 1.0) {
+			fprintf(stderr, "aoftrace: no AOF flush seen — is appendonly on? (no %s() call in %.1f s)\n",
+				FLUSH_FUNC, window);
+			no_flush = true;
+		}
 		if (json) {
 			write_json(json, obj, window);
 			if (fclose(json)) {
@@ -1380,8 +1677,10 @@ cleanup:
 	ring_buffer__free(rb);
 	for (int i = 0; i < 2; i++)
 		bpf_link__destroy(links[i]);
+	for (size_t i = 0; i < 2 * NSYSCALLS; i++)
+		bpf_link__destroy(sys_links[i]);
 	aoftrace_bpf__destroy(obj);
 	ksyms_free(ksyms);
 	uring_free();
-	return err != 0;
+	return err != 0 || no_flush;
 }

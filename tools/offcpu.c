@@ -16,10 +16,33 @@ static int cmp_krange(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
+/* Is `name` (or the function it is a clone of) in the table? For ksyms_load_filter(). */
+bool offcpu_wanted(const char *name)
+{
+	static struct offcpu_class sorted[OFFCPU_NCLASSES];
+	static bool ready;
+	struct offcpu_class key;
+	char base[128];
+	size_t len = strcspn(name, ".");
+
+	if (!ready) {
+		memcpy(sorted, offcpu_classes, sizeof(sorted));
+		qsort(sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class);
+		ready = true;
+	}
+	if (len >= sizeof(base))
+		return false;
+	memcpy(base, name, len);
+	base[len] = 0;
+	key.func = base;
+	return bsearch(&key, sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class) != NULL;
+}
+
 /*
  * Turn the classification table into sorted kernel text ranges for the BPF classifier. A function's
  * range ends where the next text symbol starts; compiler clones (name.isra.0, ...) count as the
- * function itself. Returns the number of ranges.
+ * function itself. The rest of `out` is padded with empty ranges at ~0 (krange_comp() searches all
+ * `max`). Returns the number of ranges.
  */
 int build_kranges(const struct ksyms *ks, struct aof_krange *out, int max)
 {
@@ -29,7 +52,7 @@ int build_kranges(const struct ksyms *ks, struct aof_krange *out, int max)
 
 	memcpy(sorted, offcpu_classes, sizeof(sorted));
 	qsort(sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class);
-	for (size_t i = 0; ks && i + 1 < ks->n && n < max; i++) {
+	for (size_t i = 0; ks && i < ks->n && n < max; i++) {
 		size_t len = strcspn(ks->syms[i].name, ".");
 		size_t j = i + 1;
 
@@ -41,16 +64,35 @@ int build_kranges(const struct ksyms *ks, struct aof_krange *out, int max)
 		hit = bsearch(&key, sorted, OFFCPU_NCLASSES, sizeof(sorted[0]), cmp_class);
 		if (!hit)
 			continue;
-		while (j < ks->n && ks->syms[j].addr == ks->syms[i].addr)
-			j++;
-		if (j == ks->n)
-			continue;
 		out[n].start = ks->syms[i].addr;
-		out[n].end = ks->syms[j].addr;
+		if (ks->addrs) {
+			/* filtered: the end is the first address above, among all text symbols */
+			size_t lo = 0, hi = ks->naddrs;
+
+			while (lo < hi) {
+				size_t mid = (lo + hi) / 2;
+
+				if (ks->addrs[mid] <= out[n].start)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (lo == ks->naddrs)
+				continue;
+			out[n].end = ks->addrs[lo];
+		} else {
+			while (j < ks->n && ks->syms[j].addr == ks->syms[i].addr)
+				j++;
+			if (j == ks->n)
+				continue;
+			out[n].end = ks->syms[j].addr;
+		}
 		out[n].comp = hit->comp;
 		out[n].pad = 0;
 		n++;
 	}
 	qsort(out, n, sizeof(out[0]), cmp_krange);
+	for (int i = n; i < max; i++)
+		out[i] = (struct aof_krange){ .start = ~0ULL, .end = ~0ULL, .comp = COMP_MAX };
 	return n;
 }

@@ -79,6 +79,8 @@ static const struct offcpu_class offcpu_classes[] = {
 
 #define OFFCPU_NCLASSES (sizeof(offcpu_classes) / sizeof(offcpu_classes[0]))
 
+bool offcpu_wanted(const char *name);
+
 /* Ranges for every table function found in `ks`, sorted by start; returns how many (<= max). */
 int build_kranges(const struct ksyms *ks, struct aof_krange *out, int max);
 

@@ -166,6 +166,20 @@ void jw_obj_end(struct jw *w)
 	fprintf(w->f, "\n%*s}", 2 * w->depth, "");
 }
 
+void jw_arr(struct jw *w, const char *key)
+{
+	jw_key(w, key);
+	fputc('[', w->f);
+	w->depth++;
+	w->first[w->depth] = true;
+}
+
+void jw_arr_end(struct jw *w)
+{
+	w->depth--;
+	fprintf(w->f, "\n%*s]", 2 * w->depth, "");
+}
+
 void jw_u64(struct jw *w, const char *key, uint64_t v)
 {
 	jw_key(w, key);
@@ -217,57 +231,91 @@ static int ksym_cmp(const void *a, const void *b)
 	return x->addr < y->addr ? -1 : x->addr > y->addr;
 }
 
-struct ksyms *ksyms_load(const char *path)
+static int u64_cmp(const void *a, const void *b)
 {
-	size_t cap = 0, strcap = 0, strlen_used = 0;
-	char line[512], name[256], type;
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+struct ksyms *ksyms_load_filter(const char *path, bool (*keep)(const char *name))
+{
+	size_t cap = 0, acap = 0, strcap = 0, strlen_used = 1;
+	char line[512];
 	struct ksyms *ks;
-	unsigned long long addr;
 	FILE *f;
 
 	f = fopen(path ? path : "/proc/kallsyms", "r");
 	if (!f)
 		return NULL;
 	ks = calloc(1, sizeof(*ks));
-	if (!ks)
+	if (!ks || !(ks->strs = calloc(1, strcap = 1 << 16)))
 		goto err;
+	/* ~120k lines: parsed by hand, sscanf() alone costs tens of milliseconds. */
 	while (fgets(line, sizeof(line), f)) {
+		char *p, *name;
+		unsigned long long addr = strtoull(line, &p, 16);
 		size_t len;
 
-		if (sscanf(line, "%llx %c %255s", &addr, &type, name) != 3)
+		if (p == line || p[0] != ' ' || (p[1] != 't' && p[1] != 'T') || p[2] != ' ' || !addr)
 			continue;
-		if (tolower(type) != 't' || !addr)
-			continue;
+		name = p + 3;
+		len = strcspn(name, " \t\n");
+		name[len] = 0;
+		if (keep) {
+			/* 8 bytes a symbol, not 16: this runs while libbpf holds the kernel's BTF. */
+			if (ks->naddrs == acap) {
+				void *np = realloc(ks->addrs, (acap = acap ? acap * 2 : 65536) * sizeof(*ks->addrs));
+
+				if (!np)
+					goto err;
+				ks->addrs = np;
+			}
+			ks->addrs[ks->naddrs++] = addr;
+			if (!keep(name))
+				continue;
+		}
 		if (ks->n == cap) {
-			void *p = realloc(ks->syms, (cap = cap ? cap * 2 : 65536) * sizeof(*ks->syms));
+			void *np = realloc(ks->syms, (cap = cap ? cap * 2 : keep ? 256 : 65536) * sizeof(*ks->syms));
 
-			if (!p)
+			if (!np)
 				goto err;
-			ks->syms = p;
+			ks->syms = np;
 		}
-		len = strlen(name) + 1;
-		if (strlen_used + len > strcap) {
-			char *p = realloc(ks->strs, strcap = strcap ? strcap * 2 : 1 << 20);
-
-			if (!p)
-				goto err;
-			ks->strs = p;
-		}
-		memcpy(ks->strs + strlen_used, name, len);
 		ks->syms[ks->n].addr = addr;
-		ks->syms[ks->n].name = (char *)(uintptr_t)strlen_used;	/* fixed up below */
-		strlen_used += len;
+		ks->syms[ks->n].name = NULL;	/* offset 0: "" */
+		{
+			len++;
+			if (strlen_used + len > strcap) {
+				char *np = realloc(ks->strs, strcap *= 2);
+
+				if (!np)
+					goto err;
+				ks->strs = np;
+			}
+			memcpy(ks->strs + strlen_used, name, len);
+			ks->syms[ks->n].name = (char *)(uintptr_t)strlen_used;	/* fixed up below */
+			strlen_used += len;
+		}
 		ks->n++;
 	}
 	fclose(f);
 	for (size_t i = 0; i < ks->n; i++)
 		ks->syms[i].name = ks->strs + (uintptr_t)ks->syms[i].name;
-	qsort(ks->syms, ks->n, sizeof(*ks->syms), ksym_cmp);
+	if (ks->n)	/* an empty file leaves syms NULL, which qsort() must not get (found by make fuzz) */
+		qsort(ks->syms, ks->n, sizeof(*ks->syms), ksym_cmp);
+	if (ks->naddrs)
+		qsort(ks->addrs, ks->naddrs, sizeof(*ks->addrs), u64_cmp);
 	return ks;
 err:
 	fclose(f);
 	ksyms_free(ks);
 	return NULL;
+}
+
+struct ksyms *ksyms_load(const char *path)
+{
+	return ksyms_load_filter(path, NULL);
 }
 
 const struct ksym *ksyms_find(const struct ksyms *ks, uint64_t addr)
@@ -291,6 +339,7 @@ void ksyms_free(struct ksyms *ks)
 		return;
 	free(ks->syms);
 	free(ks->strs);
+	free(ks->addrs);
 	free(ks);
 }
 

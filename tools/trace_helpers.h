@@ -40,9 +40,13 @@ struct ksyms {
 	struct ksym *syms;
 	size_t n;
 	char *strs;
+	uint64_t *addrs;	/* ksyms_load_filter(): every text symbol's address, sorted */
+	size_t naddrs;
 };
 
 struct ksyms *ksyms_load(const char *path);
+/* Only the symbols keep() accepts, and in `addrs` every text symbol's address (where functions end). */
+struct ksyms *ksyms_load_filter(const char *path, bool (*keep)(const char *name));
 const struct ksym *ksyms_find(const struct ksyms *ks, uint64_t addr);
 void ksyms_free(struct ksyms *ks);
 
@@ -57,6 +61,8 @@ void jw_begin(struct jw *w, FILE *f);
 void jw_end(struct jw *w);
 void jw_obj(struct jw *w, const char *key);	/* key NULL inside arrays or at top */
 void jw_obj_end(struct jw *w);
+void jw_arr(struct jw *w, const char *key);	/* elements: the other calls with key NULL */
+void jw_arr_end(struct jw *w);
 void jw_u64(struct jw *w, const char *key, uint64_t v);
 void jw_i64(struct jw *w, const char *key, int64_t v);
 void jw_dbl(struct jw *w, const char *key, double v);

@@ -33,11 +33,23 @@ static char *op_names[MAX_OPS];
 static struct span *spans;
 static size_t nspans, spans_dropped;
 
+static const char *op_btf_path;
+
+/* Opcode names come from the kernel's BTF, parsed on first use: not on the start-up path. */
 void uring_init(const char *btf_path)
 {
-	struct btf *btf = btf__parse(btf_path, NULL);
+	op_btf_path = btf_path;
+}
+
+static void load_op_names(void)
+{
+	struct btf *btf;
 	int id;
 
+	if (!op_btf_path)
+		return;
+	btf = btf__parse(op_btf_path, NULL);
+	op_btf_path = NULL;
 	if (!btf)
 		return;
 	id = btf__find_by_name_kind(btf, "io_uring_op", BTF_KIND_ENUM);
@@ -60,6 +72,7 @@ const char *uring_op_name(int op)
 {
 	static char buf[16];
 
+	load_op_names();
 	if (op >= 0 && op < MAX_OPS && op_names[op])
 		return op_names[op];
 	snprintf(buf, sizeof(buf), "OP_%d", op);

@@ -95,6 +95,20 @@ def load_runs(out):
     return runs
 
 
+DURABILITY_COUNTERS = ("overwrites", "growth_mismatches", "replies_before_sync", "sync_errors",
+                       "writes_to_unlinked")
+
+
+def durability_verdict(trace):
+    """"OK", "VIOLATED: overwrites 3, ..." or "not checked" (a JSON from before the checks)."""
+    d = (trace or {}).get("durability")
+    if not d:
+        return "not checked"
+    if d.get("ok"):
+        return "OK"
+    return "VIOLATED: " + ", ".join(f"{k} {d[k]}" for k in DURABILITY_COUNTERS if d.get(k))
+
+
 def flags_for(run):
     """What looks wrong or surprising in one run, as short sentences."""
     fl = []
@@ -118,6 +132,9 @@ def flags_for(run):
     for k in ("offset_mismatches", "growth_mismatches"):
         if fs.get(k, 0) > 0:
             fl.append(f"fs.{k} = {fs[k]}")
+    v = durability_verdict(t)
+    if v != "OK":
+        fl.append(f"durability {v}")
     fd = t.get("fdatasync", {})
     if fd.get("count", 0) and fd.get("forced_commits", 0) < fd["count"]:
         fl.append(f"{fd['count'] - fd['forced_commits']} of {fd['count']} fdatasyncs forced no commit "

@@ -315,6 +315,17 @@ def write(out, wall_s=None):
         L.append("(one cell only: nothing to compare)")
         L.append("")
 
+    # durability: the verdict of every run (docs/durability.md)
+    L.append("## Durability (every run)")
+    L.append("")
+    L.append("| run | appendfsync seen | verdict |")
+    L.append("| --- | --- | --- |")
+    for r in runs:
+        d = (r.get("trace") or {}).get("durability") or {}
+        L.append(f"| {os.path.basename(r['dir'])} | {d.get('appendfsync', '?')} | "
+                 f"{analyze.durability_verdict(r.get('trace'))} |")
+    L.append("")
+
     # throughput
     L.append("## Throughput (SET ops/s)")
     L.append("")
