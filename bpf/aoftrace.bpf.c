@@ -880,15 +880,15 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 			 nr == NR_io_uring_enter)) {
 		st = nr == NR_io_uring_enter ? tstate_get((__u32)id) :
 					       bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+		/* Only writes inside a flush are AOF writes: replies to clients are writes too, from any
+		 * thread (Valkey's I/O threads have no state here). */
+		if (is_write(nr) && (!st || !st->span_start[SPAN_FLUSH])) {
+			check_reply((int)arg0, bpf_ktime_get_ns());
+			return 0;
+		}
 		if (!st)
 			return 0;
-		if (is_write(nr)) {
-			/* Only writes inside a flush are AOF writes: replies to clients are writes too. */
-			if (!st->span_start[SPAN_FLUSH]) {
-				check_reply((int)arg0, bpf_ktime_get_ns());
-				return 0;
-			}
-		} else if (is_fork(nr)) {
+		if (is_fork(nr)) {
 			/* A new process, not a thread: clone3 keeps its flags in user memory. */
 			__u64 flags = 0;
 
@@ -901,7 +901,7 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 				flags = arg0;
 			if (flags & (CLONE_THREAD | CLONE_VM))
 				return 0;
-		} else if (nr != NR_io_uring_enter) {
+		} else if (!is_write(nr) && nr != NR_io_uring_enter) {
 			return 0;	/* sync_file_range: only a child's is counted */
 		}
 	} else {
