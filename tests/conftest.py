@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 
 import pytest
@@ -36,3 +37,12 @@ def ext4():
 @pytest.fixture
 def port():
     return env.free_port()
+
+
+@pytest.fixture
+def sleeper():
+    """A process that is not a server, for aoftrace's bad-input tests."""
+    p = subprocess.Popen(["sleep", "60"])
+    yield p
+    p.kill()
+    p.wait()

@@ -148,14 +148,6 @@ def aoftrace(*args, user=None, timeout=20):
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture
-def sleeper():
-    p = subprocess.Popen(["sleep", "60"])
-    yield p
-    p.kill()
-    p.wait()
-
-
 def free_pid():
     pid = 4_000_000
     while os.path.exists(f"/proc/{pid}"):

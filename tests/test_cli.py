@@ -19,14 +19,6 @@ CAPS_USER = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
              "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
 
 
-@pytest.fixture
-def sleeper():
-    p = subprocess.Popen(["sleep", "60"])
-    yield p
-    p.kill()
-    p.wait()
-
-
 def btf_without(tmp_path, old, new):
     """A copy of the kernel's BTF with the name prefix `old` renamed to `new` (same length)."""
     assert len(old) == len(new)

@@ -121,20 +121,6 @@ def parse_settings(argv=None):
     return s
 
 
-# --- signals (as in runab) ------------------------------------------------------------------------------------
-
-_interrupted = False
-
-
-def _on_signal(signum, frame):
-    # The first SIGINT/SIGTERM unwinds the `with` blocks; later ones must not interrupt the unwinding.
-    global _interrupted
-    _interrupted = True
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 # --- a tracer process -----------------------------------------------------------------------------------------
 
 def attach_fds(pid):
@@ -499,8 +485,7 @@ def main(argv=None):
     except UsageError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    env.catch_interrupts()
     from rich.console import Console
     console = Console(width=None if sys.stdout.isatty() else 160)
     t_start = time.monotonic()
@@ -540,7 +525,7 @@ def main(argv=None):
                     try:
                         rec = one_run(s, srv, mode, rnd, tmp)
                     except Exception as e:   # one failed run is reported, not fatal (Ctrl-C is not an Exception)
-                        if _interrupted:
+                        if env.interrupted:
                             raise
                         rec = {"round": rnd + 1, "mode": mode, "error": f"{type(e).__name__}: {e}"[:500]}
                     runs.append(rec)
@@ -560,7 +545,7 @@ def main(argv=None):
                       highlight=False)
         return 1 if failed else 0
     except BaseException as e:
-        if not _interrupted:
+        if not env.interrupted:
             if isinstance(e, Exception):   # set-up or warm-up failed (the `with` blocks have cleaned up)
                 print(f"bench: {type(e).__name__}: {e}", file=sys.stderr)
                 return 1

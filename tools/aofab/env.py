@@ -272,3 +272,22 @@ def benchmark(port, requests=20000, clients=50, size=100, keyspace=100000, tests
             with contextlib.suppress(ValueError):
                 rows[cells[0]] = float(cells[1])
     return rows
+
+
+# ---- SIGINT/SIGTERM for the command-line runners (run-ab, bench) ------------------------------------------
+
+interrupted = False
+
+
+def on_signal(signum, frame):
+    """The first SIGINT/SIGTERM unwinds the `with` blocks; later ones must not interrupt the unwinding."""
+    global interrupted
+    interrupted = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def catch_interrupts():
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)

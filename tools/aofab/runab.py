@@ -138,20 +138,6 @@ def parse_settings(argv=None):
     return s
 
 
-# --- signals -------------------------------------------------------------------------------------------------
-
-_interrupted = False
-
-
-def _on_signal(signum, frame):
-    # The first SIGINT/SIGTERM unwinds the `with` blocks; later ones must not interrupt the unwinding.
-    global _interrupted
-    _interrupted = True
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
-
-
 class Aoftrace(tracing.Aoftrace):
     """tracing.Aoftrace that also kills aoftrace when its start-up wait is interrupted (an exception raised
     inside __enter__ skips __exit__)."""
@@ -370,7 +356,7 @@ def one_run(s, cell, rep, idx, fs, hw_ok):
         if s.uftrace:
             meta["uftrace"] = uftrace_results(srv, tr, rdir)
     except Exception as e:   # one failed run is reported, not fatal (KeyboardInterrupt is not an Exception)
-        if _interrupted:
+        if env.interrupted:
             raise
         meta["error"] = f"{type(e).__name__}: {e}"[:500]
     finally:
@@ -552,8 +538,7 @@ def main(argv=None):
     except UsageError as e:
         print(f"run-ab: {e}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    env.catch_interrupts()
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
@@ -606,7 +591,7 @@ def main(argv=None):
                       soft_wrap=True)
         return 0
     except BaseException:
-        if not _interrupted:
+        if not env.interrupted:
             raise
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
