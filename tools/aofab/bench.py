@@ -26,6 +26,7 @@ import threading
 import time
 
 from . import env, tracing
+from .runab import UsageError, _int   # the same settings parsing as run-ab
 
 MODES = ("untraced", "aoftrace", "bpftrace")
 CLIENTS, VALUE_SIZE, KEYSPACE = 50, 100, 100000
@@ -51,22 +52,6 @@ tracepoint:syscalls:sys_exit_fdatasync,tracepoint:syscalls:sys_exit_fsync /pid =
     @sync_us = hist((nsecs - @ss[tid]) / 1000); @syncs = count(); delete(@ss[tid]);
 }
 """
-
-
-class UsageError(Exception):
-    pass
-
-
-def _int(value, default, what, lo):
-    if value in (None, ""):
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise UsageError(f"{what} must be an integer, not {value!r}")
-    if n < lo:
-        raise UsageError(f"{what} must be at least {lo}, not {n}")
-    return n
 
 
 def _cpus(value):

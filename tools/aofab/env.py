@@ -70,6 +70,24 @@ def run(cmd, **kw):
         raise
 
 
+def stop_process(proc, sig, timeout):
+    """Send `sig` to `proc` if it still runs and reap it, SIGKILL after `timeout` s or when the wait itself
+    is interrupted (never leave it running)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def finish(cleanup):
     """Run the idempotent `cleanup` to its end even if a KeyboardInterrupt (Ctrl-C, or run-ab's SIGINT/SIGTERM
     handler) lands in it: an interrupted umount or kill would leave the mount or the process behind. The

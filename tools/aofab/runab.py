@@ -190,18 +190,7 @@ class PerfStat:
     def _stop(self, sig):
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            except BaseException:   # interrupted while waiting: do not leave it running
-                self.proc.kill()
-                self.proc.wait()
-                raise
+        env.stop_process(self.proc, sig, 10)
         if not self.proc.stderr.closed:
             self.stderr = self.proc.stderr.read().decode(errors="replace")
             self.proc.stderr.close()

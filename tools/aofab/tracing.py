@@ -67,18 +67,7 @@ class _Proc:
         """Send `sig`, wait for the exit; returns the exit code (SIGKILL after `timeout`)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            except BaseException:   # interrupted while waiting: do not leave it running
-                self.proc.kill()
-                self.proc.wait()
-                raise
+        env.stop_process(self.proc, sig, timeout)
         if self.thread is not None:
             self.thread.join(5)
         if self.stderr is None:
