@@ -42,14 +42,14 @@ $(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX) | $(BUILD)
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@
 
-AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/offcpu.c tools/uring_stats.c tools/timeline.c \
+AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/uprobe_helpers.c tools/offcpu.c tools/uring_stats.c tools/timeline.c \
 		 tools/durability.c
-AOFTRACE_HDRS := tools/trace_helpers.h tools/offcpu.h tools/uring_stats.h tools/timeline.h bpf/aoftrace.h \
+AOFTRACE_HDRS := tools/trace_helpers.h tools/uprobe_helpers.h tools/offcpu.h tools/uring_stats.h tools/timeline.h bpf/aoftrace.h \
 		 tools/durability.h \
 		 bpf/classify.h
 
 $(BUILD)/aoftrace: $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(SKELS) | $(BUILD)
-	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lm -lpthread
+	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lelf -lm -lpthread
 
 # C unit tests (liburing style: small programs that exit non-zero on failure), run by `make test`.
 $(BUILD)/test_classify: tests/test_classify.c tools/offcpu.c tools/trace_helpers.c $(AOFTRACE_HDRS) | $(BUILD)
@@ -88,7 +88,7 @@ FUZZ_TARGETS := $(BUILD)/fuzz/fuzz_args $(BUILD)/fuzz/fuzz_kallsyms
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Ibpf -Itools -I$(BUILD)
 $(BUILD)/fuzz/fuzz_args: tests/fuzz/fuzz_args.c $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(SKELS)
 	@mkdir -p $(@D)
-	$(CLANG) $(FUZZ_CFLAGS) $< $(filter-out tools/aoftrace.c,$(AOFTRACE_SRCS)) -o $@ $(LIBBPF_LIBS) -lm -lpthread
+	$(CLANG) $(FUZZ_CFLAGS) $< $(filter-out tools/aoftrace.c,$(AOFTRACE_SRCS)) -o $@ $(LIBBPF_LIBS) -lelf -lm -lpthread
 $(BUILD)/fuzz/fuzz_kallsyms: tests/fuzz/fuzz_kallsyms.c tools/offcpu.c tools/trace_helpers.c $(AOFTRACE_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(FUZZ_CFLAGS) $< tools/offcpu.c tools/trace_helpers.c -o $@ -lm

@@ -970,12 +970,6 @@ struct syscall_exit_rec {
  * (perf_event_set_bpf_prog(): -EACCES): one program per number of arguments read.
  */
 SEC("tracepoint")
-int sys_enter_tp0(struct syscall_enter_rec *ctx)	/* fork, vfork */
-{
-	return on_sys_enter(ctx->nr, 0, 0);
-}
-
-SEC("tracepoint")
 int sys_enter_tp1(struct syscall_enter_rec *ctx)	/* the fd, or clone's flags */
 {
 	return on_sys_enter(ctx->nr, ctx->args[0], 0);

@@ -23,6 +23,8 @@
 #include <dirent.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
+#include <linux/perf_event.h>
 #include <sys/stat.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -32,6 +34,7 @@
 #include "durability.h"
 #include "offcpu.h"
 #include "trace_helpers.h"
+#include "uprobe_helpers.h"
 #include "timeline.h"
 #include "uring_stats.h"
 
@@ -296,35 +299,54 @@ static bool group_first(size_t i)
 	return true;
 }
 
+/* The tp_btf programs' tracepoints, and which of them the BTF has a btf_trace_<name> typedef for. */
+struct tp_probe {
+	const char *tp[64];
+	bool seen[64];
+	size_t n;
+};
+
+static void note_trace_type(const char *s, void *ctx)
+{
+	struct tp_probe *p = ctx;
+
+	if (strncmp(s, "btf_trace_", 10))
+		return;
+	for (size_t i = 0; i < p->n; i++)
+		if (!strcmp(p->tp[i], s + 10))
+			p->seen[i] = true;
+}
+
 /*
  * Which tp_btf programs this kernel can attach: a tracepoint exists when its btf_trace_<name>
- * typedef is in the BTF. Returns false if BTF cannot be read.
+ * typedef is in the BTF. Read from the BTF's strings, not a parsed BTF: in vmlinux those names are
+ * only ever typedefs', and libbpf parses the whole BTF again to load, so parsing it here as well
+ * cost ~40 ms of start-up. Returns false if BTF cannot be read.
  */
 static bool probe_features(struct bpf_object *bobj, const char *btf_path)
 {
-	struct btf *btf = btf__parse(btf_path, NULL);
+	struct tp_probe p = {};
 	struct bpf_program *prog;
-	char name[128];
 
-	if (!btf)
-		return false;
 	memset(feature_missing, 0, sizeof(feature_missing));
 	memset(feature_used, 0, sizeof(feature_used));
 	bpf_object__for_each_program(prog, bobj) {
-		const char *sec = bpf_program__section_name(prog), *tp;
-		const struct feature *f;
+		const char *sec = bpf_program__section_name(prog);
 
-		if (strncmp(sec, "tp_btf/", 7))
-			continue;
-		tp = sec + 7;
-		f = feature_of(tp);
-		if (f)
-			feature_used[f - features] = true;
-		snprintf(name, sizeof(name), "btf_trace_%s", tp);
-		if (f && !feature_missing[f - features][0] && btf__find_by_name_kind(btf, name, BTF_KIND_TYPEDEF) <= 0)
-			snprintf(feature_missing[f - features], sizeof(feature_missing[0]), "%s", tp);
+		if (!strncmp(sec, "tp_btf/", 7) && feature_of(sec + 7) && p.n < sizeof(p.tp) / sizeof(p.tp[0]))
+			p.tp[p.n++] = sec + 7;
 	}
-	btf__free(btf);
+	if (btf_for_each_string(btf_path, note_trace_type, &p)) {
+		errno = EINVAL;
+		return false;
+	}
+	for (size_t i = 0; i < p.n; i++) {
+		const struct feature *f = feature_of(p.tp[i]);
+
+		feature_used[f - features] = true;
+		if (!p.seen[i] && !feature_missing[f - features][0])
+			snprintf(feature_missing[f - features], sizeof(feature_missing[0]), "%s", p.tp[i]);
+	}
 	/* A group is off as a whole: half of the io_uring lifecycle would mislead. */
 	bpf_object__for_each_program(prog, bobj) {
 		const char *sec = bpf_program__section_name(prog);
@@ -1384,9 +1406,15 @@ static int kranges_install(struct aoftrace_bpf *obj)
 		fprintf(stderr, "aoftrace: cannot read /proc/kallsyms: %s\n", strerror(kr.err));
 		return -kr.err;
 	}
-	for (__u32 i = 0; i < MAX_KRANGES; i++)	/* the padding too: see krange_comp() */
-		if (bpf_map_update_elem(fd, &i, &kr.r[i], BPF_ANY))
+	{
+		/* the padding too: see krange_comp(); in one syscall, not MAX_KRANGES */
+		__u32 keys[MAX_KRANGES], n = MAX_KRANGES;
+
+		for (__u32 i = 0; i < MAX_KRANGES; i++)
+			keys[i] = i;
+		if (bpf_map_update_batch(fd, keys, kr.r, &n, NULL))
 			return -errno;
+	}
 	if (env.verbose)
 		fprintf(stderr, "aoftrace: %d kernel ranges for the off-CPU classifier\n", kr.n);
 	return 0;
@@ -1403,7 +1431,7 @@ static int kranges_install(struct aoftrace_bpf *obj)
  */
 static const struct {
 	const char *name;
-	int args;	/* arguments the BPF side reads: 0, 1 or 4 (sys_enter_tp<N>) */
+	int args;	/* arguments the BPF side reads: 1 or 4 (sys_enter_tp<N>) */
 	bool exit;	/* its sys_exit too */
 } traced_syscalls[] = {
 	{ "write", 1, true }, { "writev", 1, true }, { "pwrite64", 4, true }, { "fsync", 1, true },
@@ -1444,7 +1472,6 @@ static int attach_syscalls(struct aoftrace_bpf *obj)
 		for (int exit = 0; exit < 1 + traced_syscalls[i].exit; exit++) {
 			int args = traced_syscalls[i].args;
 			struct bpf_program *prog = exit ? obj->progs.sys_exit_tp :
-						   args == 0 ? obj->progs.sys_enter_tp0 :
 						   args == 1 ? obj->progs.sys_enter_tp1 : obj->progs.sys_enter_tp4;
 
 			snprintf(tp, sizeof(tp), "sys_%s_%s", exit ? "exit" : "enter", traced_syscalls[i].name);
@@ -1489,22 +1516,115 @@ static void detach_syscalls(void)
 	}
 }
 
-static struct bpf_link *attach_flush(struct bpf_program *prog, const char *path, bool ret)
-{
-	LIBBPF_OPTS(bpf_uprobe_opts, uopts, .func_name = FLUSH_FUNC, .retprobe = ret);
-	struct bpf_link *link;
+/* Where the uprobes go in the server binary, found in one pass over its symbols (0: absent). */
+static const char *const uprobe_funcs[] = { FLUSH_FUNC };
+static uint64_t uprobe_offs[sizeof(uprobe_funcs) / sizeof(uprobe_funcs[0])];
 
-	link = bpf_program__attach_uprobe_opts(prog, env.pid, path, 0, &uopts);
-	if (!link) {
-		if (env.any && (errno == ENOENT || errno == ESRCH))
-			return NULL;	/* -a: not a server, trace it anyway */
-		if (errno == ENOENT || errno == ESRCH)
-			die("%s has no symbol %s: is pid %d a valkey-server or redis-server? (-b BINARY "
-			    "names an unstripped binary)", env.binary ? env.binary : target_exe, FLUSH_FUNC,
-			    env.pid);
-		die("cannot attach uprobe to %s in %s: %s", FLUSH_FUNC, path, strerror(errno));
+static void resolve_uprobes(const char *path)
+{
+	int err = elf_func_offsets(path, uprobe_funcs, uprobe_offs, sizeof(uprobe_offs) / sizeof(uprobe_offs[0]));
+
+	if (err == -ENOEXEC && !env.any)
+		die("%s is not an ELF executable: is pid %d a valkey-server or redis-server?",
+		    env.binary ? env.binary : target_exe, env.pid);
+	if (err && err != -ENOEXEC)
+		die("cannot read %s: %s", path, strerror(-err));
+}
+
+/*
+ * The uprobe perf events, opened on a thread while the BPF object loads: registering a uprobe waits
+ * for an RCU grace period (uprobe_register() takes dup_mmap_sem, a percpu rwsem, for writing),
+ * 10-30 ms here. The programs are attached to the open events after the load.
+ */
+static struct {
+	pthread_t thread;
+	const char *path;
+	int fd[2];	/* flushAppendOnlyFile's entry and return */
+	int err;	/* errno of the first failure */
+} up = { .fd = { -1, -1 } };
+
+static int read_sysfs_int(const char *path, const char *prefix)
+{
+	char buf[64];
+	int v = -1;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return -1;
+	if (fgets(buf, sizeof(buf), f) && !strncmp(buf, prefix, strlen(prefix)))
+		v = atoi(buf + strlen(prefix));
+	fclose(f);
+	return v;
+}
+
+/* As libbpf's perf_event_open_probe() does for a uprobe at a file offset. */
+static int open_uprobe(const char *path, uint64_t off, bool ret)
+{
+	int type = read_sysfs_int("/sys/bus/event_source/devices/uprobe/type", "");
+	int bit = ret ? read_sysfs_int("/sys/bus/event_source/devices/uprobe/format/retprobe", "config:") : 0;
+	struct perf_event_attr attr = {};
+
+	if (type < 0 || bit < 0 || bit > 63) {
+		errno = ENOENT;
+		return -1;
 	}
-	return link;
+	attr.size = sizeof(attr);
+	attr.type = type;
+	attr.config = ret ? 1ULL << bit : 0;
+	attr.config1 = (uint64_t)(uintptr_t)path;	/* uprobe_path */
+	attr.config2 = off;				/* probe_offset */
+	attr.sample_period = 1;
+	attr.wakeup_events = 1;
+	return syscall(__NR_perf_event_open, &attr, env.pid, -1, -1, PERF_FLAG_FD_CLOEXEC);
+}
+
+static void *uprobe_thread(void *arg)
+{
+	for (int i = 0; i < 2 && !up.err; i++) {
+		up.fd[i] = open_uprobe(up.path, uprobe_offs[0], i == 1);
+		if (up.fd[i] < 0)
+			up.err = errno;
+	}
+	return NULL;
+}
+
+static void open_uprobes(const char *path)
+{
+	int err;
+
+	if (!uprobe_offs[0]) {
+		if (env.any)
+			return;	/* -a: not a server, trace it anyway */
+		die("%s has no symbol %s: is pid %d a valkey-server or redis-server? (-b BINARY "
+		    "names an unstripped binary)", env.binary ? env.binary : target_exe, FLUSH_FUNC, env.pid);
+	}
+	up.path = path;
+	err = pthread_create(&up.thread, NULL, uprobe_thread, NULL);
+	if (err)
+		die("cannot start a thread: %s", strerror(err));
+}
+
+/* The flush uprobes, once the programs are loaded; NULL links with -a on a process without them. */
+static void attach_flush(struct aoftrace_bpf *obj, struct bpf_link **links)
+{
+	struct bpf_program *progs[2] = { obj->progs.flush_enter, obj->progs.flush_exit };
+
+	if (!up.path)
+		return;
+	pthread_join(up.thread, NULL);
+	up.path = NULL;
+	if (up.err) {
+		if (up.err == ESRCH)
+			die("no process with pid %d", env.pid);
+		die("cannot attach uprobe to %s in %s: %s", FLUSH_FUNC,
+		    env.binary ? env.binary : target_exe, strerror(up.err));
+	}
+	for (int i = 0; i < 2; i++) {
+		links[i] = bpf_program__attach_perf_event(progs[i], up.fd[i]);
+		if (!links[i])
+			die("cannot attach uprobe to %s: %s", FLUSH_FUNC, strerror(errno));
+		up.fd[i] = -1;	/* the link owns it now */
+	}
 }
 
 int main(int argc, char **argv)
@@ -1520,9 +1640,9 @@ int main(int argc, char **argv)
 	int err;
 
 	/*
-	 * Kernel BTF is parsed twice at start-up (our feature probe, then libbpf), ~10 MB each time. A fixed
-	 * mmap threshold keeps such buffers out of the heap, so each is handed back when freed; glibc's
-	 * adaptive threshold would grow after the first free and keep the second in the heap for good.
+	 * libbpf reads the kernel's BTF (~6 MB, more once indexed) to load and frees it after. A fixed mmap
+	 * threshold keeps such buffers out of the heap, so they are handed back when freed; glibc's adaptive
+	 * threshold would grow after the first such free and keep later ones in the heap for good.
 	 */
 	mallopt(M_MMAP_THRESHOLD, 256 << 10);
 	env.top = 5;
@@ -1548,6 +1668,8 @@ int main(int argc, char **argv)
 	if (env.timeline_path)
 		check_output_path(env.timeline_path);
 	syscall_tps = private_tracefs();
+	resolve_uprobes(attach_path);
+	open_uprobes(attach_path);
 	err = pthread_create(&kr.thread, NULL, kranges_thread, NULL);
 	if (err)
 		die("cannot start a thread: %s", strerror(err));
@@ -1573,7 +1695,6 @@ int main(int argc, char **argv)
 	bpf_map__set_max_entries(obj->maps.events, obj->rodata->ring_size);
 	bpf_program__set_autoload(obj->progs.sys_enter, !syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_exit, !syscall_tps);
-	bpf_program__set_autoload(obj->progs.sys_enter_tp0, syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_enter_tp1, syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_enter_tp4, syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_exit_tp, syscall_tps);
@@ -1595,8 +1716,7 @@ int main(int argc, char **argv)
 	}
 	if (syscall_tps && (err = attach_syscalls(obj)))
 		goto cleanup;
-	links[0] = attach_flush(obj->progs.flush_enter, attach_path, false);
-	links[1] = links[0] ? attach_flush(obj->progs.flush_exit, attach_path, true) : NULL;
+	attach_flush(obj, links);
 	iowq_at_start = count_iowq_workers(env.pid);
 	obj->bss->iowq_alive = iowq_at_start;
 	obj->bss->iowq_max_alive = iowq_at_start;

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "trace_helpers.h"
 
 static unsigned int lh_index(uint64_t v)
@@ -371,4 +374,63 @@ void jw_lhist_us(struct jw *w, const struct lhist *h, const char *suffix)
 		snprintf(key, sizeof(key), "%s%s", keys[i].name, suffix);
 		jw_dbl(w, key, ns / 1000.0);
 	}
+}
+
+/* The raw BTF header (include/uapi/linux/btf.h), native endian as /sys/kernel/btf/vmlinux is. */
+struct btf_raw_header {
+	uint16_t magic;
+	uint8_t version;
+	uint8_t flags;
+	uint32_t hdr_len;
+	uint32_t type_off;
+	uint32_t type_len;
+	uint32_t str_off;
+	uint32_t str_len;
+};
+
+int btf_for_each_string(const char *path, void (*fn)(const char *s, void *ctx), void *ctx)
+{
+	struct btf_raw_header h;
+	char buf[65536], cur[BTF_STR_MAX];
+	size_t n = 0;
+	bool too_long = false;
+	uint64_t off, left;
+	int fd, err = 0;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != 0xeB9F || h.hdr_len < sizeof(h)) {
+		err = -EINVAL;
+		goto out;
+	}
+	off = (uint64_t)h.hdr_len + h.str_off;
+	left = h.str_len;
+	while (left) {
+		ssize_t r = pread(fd, buf, left < sizeof(buf) ? left : sizeof(buf), off);
+
+		if (r <= 0) {
+			err = r < 0 ? -errno : -EINVAL;	/* shorter than its header says */
+			goto out;
+		}
+		for (ssize_t i = 0; i < r; i++) {
+			if (buf[i]) {
+				if (n < sizeof(cur) - 1)
+					cur[n++] = buf[i];
+				else
+					too_long = true;
+				continue;
+			}
+			cur[n] = 0;
+			if (!too_long)
+				fn(cur, ctx);
+			n = 0;
+			too_long = false;
+		}
+		off += r;
+		left -= r;
+	}
+out:
+	close(fd);
+	return err;
 }

@@ -71,4 +71,13 @@ void jw_bool(struct jw *w, const char *key, bool v);
 /* count, then total, avg, p50, p90, p99, p999, min and max in microseconds, each key + `suffix`. */
 void jw_lhist_us(struct jw *w, const struct lhist *h, const char *suffix);
 
+/*
+ * Call fn() for each string of a raw BTF file's string section shorter than BTF_STR_MAX. Every
+ * named type's name is one of them: a single pass over them (about 2 ms for vmlinux) answers "is
+ * there a type called X" without btf__parse() (about 40 ms, and libbpf parses it again to load).
+ * Returns 0, or -errno (-EINVAL: not native-endian raw BTF, or cut short).
+ */
+#define BTF_STR_MAX	256
+int btf_for_each_string(const char *path, void (*fn)(const char *s, void *ctx), void *ctx);
+
 #endif /* __TRACE_HELPERS_H */
