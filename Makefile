@@ -67,7 +67,10 @@ $(BUILD)/pg/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUI
 $(BUILD)/test_lhist: tests/test_lhist.c tools/trace_helpers.c tools/trace_helpers.h | $(BUILD)
 	$(CC) $(CFLAGS) -Itools tests/test_lhist.c tools/trace_helpers.c -o $@ -lm
 
-C_TESTS := $(BUILD)/test_classify $(BUILD)/test_lhist
+$(BUILD)/test_uprobe_helpers: tests/test_uprobe_helpers.c tools/uprobe_helpers.c tools/uprobe_helpers.h | $(BUILD)
+	$(CC) $(CFLAGS) -Itools tests/test_uprobe_helpers.c tools/uprobe_helpers.c -o $@ -lelf
+
+C_TESTS := $(BUILD)/test_classify $(BUILD)/test_lhist $(BUILD)/test_uprobe_helpers
 
 # The multi-threaded io_uring write pattern (one file, a ring per thread; docs/uringwriter.md).
 $(BUILD)/uringwriter: tools/uringwriter.c | $(BUILD)

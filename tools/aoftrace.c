@@ -1529,6 +1529,9 @@ static void resolve_uprobes(const char *path)
 		    env.binary ? env.binary : target_exe, env.pid);
 	if (err && err != -ENOEXEC)
 		die("cannot read %s: %s", path, strerror(-err));
+	for (size_t i = 0; i < sizeof(uprobe_offs) / sizeof(uprobe_offs[0]); i++)
+		if (uprobe_offs[i])
+			uprobe_offs[i] = uprobe_skip_endbr64(path, uprobe_offs[i]);
 }
 
 /*

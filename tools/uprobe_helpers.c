@@ -59,3 +59,26 @@ cleanup:
 	close(fd);
 	return err;
 }
+
+/*
+ * x86-64 uprobes emulate some first instructions (push, nop, jmp, call: arch/x86/kernel/uprobes.c)
+ * and single-step the others out of line: a trap more, ~13 us a hit against ~1 us on the 6.18 VM
+ * this was measured on. Binaries built with -fcf-protection (Ubuntu's, say) start each function with
+ * endbr64, which 6.18 single-steps; it does nothing a probe at function entry needs (no register or
+ * stack change), so the probe goes on the instruction after it.
+ */
+uint64_t uprobe_skip_endbr64(const char *path, uint64_t off)
+{
+#if defined(__x86_64__)
+	static const unsigned char endbr64[4] = { 0xf3, 0x0f, 0x1e, 0xfa };
+	unsigned char insn[4];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return off;
+	if (pread(fd, insn, sizeof(insn), off) == (ssize_t)sizeof(insn) && !memcmp(insn, endbr64, sizeof(insn)))
+		off += sizeof(insn);
+	close(fd);
+#endif
+	return off;
+}

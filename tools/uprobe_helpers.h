@@ -13,4 +13,7 @@
  */
 int elf_func_offsets(const char *path, const char *const *names, uint64_t *offs, size_t n);
 
+/* `off`, or the instruction after it when it is an endbr64 (x86-64): see uprobe_helpers.c. */
+uint64_t uprobe_skip_endbr64(const char *path, uint64_t off);
+
 #endif /* __UPROBE_HELPERS_H */
