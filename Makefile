@@ -64,6 +64,12 @@ $(BUILD)/pg/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUI
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -pg -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
+# The same aofwriter with an endbr64 opening every function, as CET builds (Ubuntu's) have: aoftrace must probe
+# past it (tests/test_aoftrace.py). Built by `make test`, not part of `all`.
+$(BUILD)/cet/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fcf-protection=full -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
+
 $(BUILD)/test_lhist: tests/test_lhist.c tools/trace_helpers.c tools/trace_helpers.h | $(BUILD)
 	$(CC) $(CFLAGS) -Itools tests/test_lhist.c tools/trace_helpers.c -o $@ -lm
 
@@ -76,7 +82,7 @@ C_TESTS := $(BUILD)/test_classify $(BUILD)/test_lhist $(BUILD)/test_uprobe_helpe
 $(BUILD)/uringwriter: tools/uringwriter.c | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ -luring -lpthread
 
-test: deps all $(C_TESTS)
+test: deps all $(C_TESTS) $(BUILD)/cet/aofwriter
 	@for t in $(C_TESTS); do $$t || exit 1; done
 	$(PYTHON) -m pytest -ra -m "not stress" tests
 

@@ -1,4 +1,5 @@
 """aoftrace v0 against Debian's redis-server on loop-mounted XFS and ext4, cross-checked by bpftrace."""
+import json
 import os
 import re
 import signal
@@ -29,12 +30,42 @@ def redis(loopfs, port, tmp_path):
         yield srv
 
 
-@pytest.fixture(params=["redis-server", "aofwriter"])
+CET_AOFWRITER = os.path.join(env.BUILD, "cet", "aofwriter")
+
+
+@pytest.fixture(params=["redis-server", "aofwriter", "aofwriter-cet"])
 def server(request, loopfs, port, tmp_path):
-    """Debian's redis-server, or our aofwriter with --io write: the same symbols, the same tool."""
-    start = env.redis_server if request.param == "redis-server" else env.aofwriter
-    with start(loopfs.mnt, port, log=str(tmp_path / "server.log")) as srv:
+    """Debian's redis-server, or our aofwriter with --io write: the same symbols, the same tool. aofwriter-cet
+    opens every function with endbr64 (-fcf-protection), which aoftrace's uprobes step over."""
+    log = str(tmp_path / "server.log")
+    if request.param == "redis-server":
+        srv = env.redis_server(loopfs.mnt, port, log=log)
+    else:
+        srv = env.aofwriter(loopfs.mnt, port, log=log, exe=CET_AOFWRITER if request.param.endswith("cet") else None)
+    with srv:
         yield srv
+
+
+def test_uprobes_step_over_endbr64(loopfs, port, tmp_path):
+    """aofwriter-cet's flushAppendOnlyFile starts with endbr64, which a 6.18 uprobe would single-step (a trap
+    more per call): aoftrace's entry and return probes sit on the instruction after it."""
+    out = subprocess.run(["objdump", "-d", "--disassemble=flushAppendOnlyFile", CET_AOFWRITER],
+                         capture_output=True, text=True, check=True).stdout
+    first = re.search(r"<flushAppendOnlyFile>:\n\s*[0-9a-f]+:\s+(?:[0-9a-f]{2} )+\s*(\S+)", out)
+    assert first and first.group(1) == "endbr64", out[:400]
+    sym = int(re.search(r"^([0-9a-f]+) T flushAppendOnlyFile$",
+                        env.run(["nm", CET_AOFWRITER]).stdout, re.M).group(1), 16)
+    text = re.search(r"\s\.text\s+PROGBITS\s+([0-9a-f]+) ([0-9a-f]+)", env.run(["readelf", "-SW", CET_AOFWRITER]).stdout)
+    file_off = sym - int(text.group(1), 16) + int(text.group(2), 16)
+    with env.aofwriter(loopfs.mnt, port, exe=CET_AOFWRITER, log=str(tmp_path / "w.log")) as w:
+        with tracing.Aoftrace(w.pid, str(tmp_path / "a.json")) as at:
+            perf = json.loads(env.run(["bpftool", "perf", "show", "-j"]).stdout)
+            probes = sorted((p["fd_type"], p["offset"]) for p in perf
+                            if p["pid"] == at.proc.pid and p["fd_type"] in ("uprobe", "uretprobe"))
+            env.benchmark(port, requests=2000, clients=5)
+            assert at.stop() == 0, at.stderr
+    assert probes == [("uprobe", file_off + 4), ("uretprobe", file_off + 4)], (probes, file_off)
+    assert at.report()["flush"]["count"] > 0
 
 
 def test_counts_and_totals_match_bpftrace(server, tmp_path):
@@ -161,6 +192,7 @@ def free_pid():
     (["-p", "2"], 1, "has no executable"),
     (["-p", "SLEEPER", "--btf", "/nonexistent"], 1, "no kernel BTF at /nonexistent"),
     (["-p", "SLEEPER", "-b", "/nonexistent/valkey-server"], 1, "cannot read binary"),
+    (["-p", "SLEEPER", "-b", "/etc/os-release"], 1, "/etc/os-release is not an ELF executable"),
     (["-p", "SLEEPER", "-j", "/nonexistent/dir/out.json"], 1, "cannot write /nonexistent/dir/out.json"),
     (["-p", "abc"], 2, "invalid pid"),
     (["-p", "-5"], 2, "invalid pid"),

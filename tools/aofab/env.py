@@ -270,8 +270,8 @@ def redis_server(dir, port, appendfsync="always", extra=(), log=None):
     return Server(argv, port, cwd=dir, log=log)
 
 
-def aofwriter(dir, port, io="write", appendfsync="always", extra=(), log=None):
-    argv = [os.path.join(BUILD, "aofwriter"), "--port", str(port), "--dir", dir,
+def aofwriter(dir, port, io="write", appendfsync="always", extra=(), log=None, exe=None):
+    argv = [exe or os.path.join(BUILD, "aofwriter"), "--port", str(port), "--dir", dir,
             "--appendfsync", appendfsync, "--io", io, *extra]
     return Server(argv, port, cwd=dir, log=log)
 
