@@ -82,7 +82,9 @@ C_TESTS := $(BUILD)/test_classify $(BUILD)/test_lhist $(BUILD)/test_uprobe_helpe
 $(BUILD)/uringwriter: tools/uringwriter.c | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ -luring -lpthread
 
-test: deps all $(C_TESTS) $(BUILD)/cet/aofwriter
+CET_AOFWRITER := $(if $(filter x86,$(ARCH)),$(BUILD)/cet/aofwriter)	# endbr64 is x86-64's
+
+test: deps all $(C_TESTS) $(CET_AOFWRITER)
 	@for t in $(C_TESTS); do $$t || exit 1; done
 	$(PYTHON) -m pytest -ra -m "not stress" tests
 

@@ -33,7 +33,11 @@ def redis(loopfs, port, tmp_path):
 CET_AOFWRITER = os.path.join(env.BUILD, "cet", "aofwriter")
 
 
-@pytest.fixture(params=["redis-server", "aofwriter", "aofwriter-cet"])
+X86_64 = os.uname().machine == "x86_64"
+
+
+@pytest.fixture(params=["redis-server", "aofwriter",
+                        pytest.param("aofwriter-cet", marks=pytest.mark.skipif(not X86_64, reason="endbr64: x86-64"))])
 def server(request, loopfs, port, tmp_path):
     """Debian's redis-server, or our aofwriter with --io write: the same symbols, the same tool. aofwriter-cet
     opens every function with endbr64 (-fcf-protection), which aoftrace's uprobes step over."""
@@ -46,6 +50,7 @@ def server(request, loopfs, port, tmp_path):
         yield srv
 
 
+@pytest.mark.skipif(not X86_64, reason="endbr64 is x86-64's")
 def test_uprobes_step_over_endbr64(loopfs, port, tmp_path):
     """aofwriter-cet's flushAppendOnlyFile starts with endbr64, which a 6.18 uprobe would single-step (a trap
     more per call): aoftrace's entry and return probes sit on the instruction after it."""
