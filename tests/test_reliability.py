@@ -114,7 +114,8 @@ def wait_loading(at, timeout=30):
 
 def kill_loop(fs, port, tmp_path, kills, offset, name):
     """`kills` kills of aoftrace, each during its own bounded redis-benchmark run. With k = offset + i, kill i
-    gets signal SIGNALS[k % 3] in phase PHASES[k // 3 % 3]: "start" (a random moment in its first 0.1 s),
+    gets signal SIGNALS[k % 3] in phase PHASES[k // 3 % 3]: "start" (a random moment in its first 20 ms:
+    it creates its first BPF map some 10 ms after the spawn),
     "loading" (a random moment after it holds its first BPF map or program: loading, attaching) or
     "attached" (a random moment up to 0.8 s after it printed "Tracing ..."). Each kill is counted in the
     phase it really landed in (what aoftrace held, whether it had printed its ready line)."""
@@ -135,7 +136,7 @@ def kill_loop(fs, port, tmp_path, kills, offset, name):
                 at = Launched(srv.pid, str(tmp_path / f"kill{k}.json"))
                 try:
                     if phase == "start":
-                        at.ready.wait(rnd.uniform(0.0, 0.1))
+                        at.ready.wait(rnd.uniform(0.0, 0.02))
                     elif phase == "loading":
                         wait_loading(at)
                         at.ready.wait(rnd.uniform(0.0, 0.1))
