@@ -1431,12 +1431,10 @@ static int kranges_install(struct aoftrace_bpf *obj)
  */
 static const struct {
 	const char *name;
-	int args;	/* arguments the BPF side reads: 1 or 4 (sys_enter_tp<N>) */
 	bool exit;	/* its sys_exit too */
 } traced_syscalls[] = {
-	{ "write", 1, true }, { "writev", 1, true }, { "pwrite64", 4, true }, { "fsync", 1, true },
-	{ "fdatasync", 1, true }, { "io_uring_enter", 1, true }, { "clone", 1, true },
-	{ "sync_file_range", 1, false },
+	{ "write", true }, { "writev", true }, { "pwrite64", true }, { "fsync", true }, { "fdatasync", true },
+	{ "io_uring_enter", true }, { "clone", true }, { "sync_file_range", false },
 };
 #define NSYSCALLS (sizeof(traced_syscalls) / sizeof(traced_syscalls[0]))
 #define SYSCALL_EVENTS "/sys/kernel/tracing/events/syscalls"
@@ -1470,9 +1468,7 @@ static int attach_syscalls(struct aoftrace_bpf *obj)
 
 	for (size_t i = 0; i < NSYSCALLS; i++) {
 		for (int exit = 0; exit < 1 + traced_syscalls[i].exit; exit++) {
-			int args = traced_syscalls[i].args;
-			struct bpf_program *prog = exit ? obj->progs.sys_exit_tp :
-						   args == 1 ? obj->progs.sys_enter_tp1 : obj->progs.sys_enter_tp4;
+			struct bpf_program *prog = exit ? obj->progs.sys_exit_tp : obj->progs.sys_enter_tp;
 
 			snprintf(tp, sizeof(tp), "sys_%s_%s", exit ? "exit" : "enter", traced_syscalls[i].name);
 			snprintf(path, sizeof(path), SYSCALL_EVENTS "/%s", tp);
@@ -1698,8 +1694,7 @@ int main(int argc, char **argv)
 	bpf_map__set_max_entries(obj->maps.events, obj->rodata->ring_size);
 	bpf_program__set_autoload(obj->progs.sys_enter, !syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_exit, !syscall_tps);
-	bpf_program__set_autoload(obj->progs.sys_enter_tp1, syscall_tps);
-	bpf_program__set_autoload(obj->progs.sys_enter_tp4, syscall_tps);
+	bpf_program__set_autoload(obj->progs.sys_enter_tp, syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_exit_tp, syscall_tps);
 
 	err = aoftrace_bpf__load(obj);

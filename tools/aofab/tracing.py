@@ -194,7 +194,7 @@ def aoftrace_prog_names():
     with open(BPF_SRC) as f:
         src = f.read()
     names = re.findall(r'SEC\("(?:uprobe|uretprobe|tp_btf/[^"]+)"\)\s*\n\s*int\s+BPF_\w+\((\w+)', src)
-    # the syscall tracepoint programs: SEC("tracepoint") int sys_enter_tp1(struct ... *ctx)
+    # the syscall tracepoint programs: SEC("tracepoint") int sys_enter_tp(struct ... *ctx)
     names += re.findall(r'SEC\("tracepoint"\)\s*\n\s*int\s+(\w+)\(', src)
     return frozenset(n[:BPF_OBJ_NAME_LEN - 1] for n in names)
 
