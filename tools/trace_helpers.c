@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include "trace_helpers.h"
 
 static unsigned int lh_index(uint64_t v)
@@ -388,49 +390,64 @@ struct btf_raw_header {
 	uint32_t str_len;
 };
 
+/* Each 0-terminated string of buf[0, len) to fn(); a last one cut short by len is not passed. */
+static void for_each_string(const char *buf, size_t len, void (*fn)(const char *s, void *ctx), void *ctx)
+{
+	for (size_t i = 0; i < len;) {
+		size_t n = strnlen(buf + i, len - i);
+
+		if (n < BTF_STR_MAX && i + n < len)
+			fn(buf + i, ctx);
+		i += n + 1;
+	}
+}
+
 int btf_for_each_string(const char *path, void (*fn)(const char *s, void *ctx), void *ctx)
 {
 	struct btf_raw_header h;
-	char buf[65536], cur[BTF_STR_MAX];
-	size_t n = 0;
-	bool too_long = false;
-	uint64_t off, left;
+	uint64_t off, end;
+	struct stat st;
+	char *buf = NULL;
+	void *map;
 	int fd, err = 0;
+	ssize_t r;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != 0xeB9F || h.hdr_len < sizeof(h)) {
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != 0xeB9F || h.hdr_len < sizeof(h) ||
+	    h.str_len > (64u << 20) || fstat(fd, &st)) {
 		err = -EINVAL;
 		goto out;
 	}
 	off = (uint64_t)h.hdr_len + h.str_off;
-	left = h.str_len;
-	while (left) {
-		ssize_t r = pread(fd, buf, left < sizeof(buf) ? left : sizeof(buf), off);
-
+	end = off + h.str_len;
+	/*
+	 * Mapped where the kernel allows it (vmlinux BTF, 6.16+; a file): sysfs hands the BTF out a
+	 * page per read(), 570 of them for vmlinux's 2.3 MB of strings.
+	 */
+	if ((uint64_t)st.st_size >= end && st.st_size > 0 &&
+	    (map = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) != MAP_FAILED) {
+		for_each_string((const char *)map + off, h.str_len, fn, ctx);
+		munmap(map, st.st_size);
+		goto out;
+	}
+	buf = malloc((size_t)h.str_len + 1);
+	if (!buf) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t got = 0; got < h.str_len; got += r) {
+		r = pread(fd, buf + got, h.str_len - got, (off_t)(off + got));
 		if (r <= 0) {
 			err = r < 0 ? -errno : -EINVAL;	/* shorter than its header says */
 			goto out;
 		}
-		for (ssize_t i = 0; i < r; i++) {
-			if (buf[i]) {
-				if (n < sizeof(cur) - 1)
-					cur[n++] = buf[i];
-				else
-					too_long = true;
-				continue;
-			}
-			cur[n] = 0;
-			if (!too_long)
-				fn(cur, ctx);
-			n = 0;
-			too_long = false;
-		}
-		off += r;
-		left -= r;
 	}
+	buf[h.str_len] = 0;
+	for_each_string(buf, h.str_len, fn, ctx);
 out:
+	free(buf);
 	close(fd);
 	return err;
 }
