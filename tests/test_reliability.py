@@ -431,7 +431,7 @@ RUNAB_CASES = [(p, signal.SIGINT, g) for p in RUNAB_PHASES for g in (False, True
 def test_runab_interrupted(phase, sig, group, tmp_path):
     rc, took, rep = runab_interrupted(tmp_path, phase, sig, group, rnd_for(f"runab-{phase}-{group}"),
                                       fs="xfs,ext4" if phase == "setup" else "xfs")
-    assert rc == 130 or phase == "random"
+    assert rc == 130 or phase in ("random", "report")   # the report phase may end before the signal lands
 
 
 @pytest.mark.stress

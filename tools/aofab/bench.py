@@ -557,4 +557,4 @@ def run_line(r):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    env.exit_main(main())

@@ -595,4 +595,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    env.exit_main(main())
