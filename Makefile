@@ -70,6 +70,18 @@ $(BUILD)/cet/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BU
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fcf-protection=full -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
+# make bench's floor mode: the same aoftrace with every BPF program returning at once (-DAOF_FLOOR), so that
+# a run prices the hooks alone. Built by `make bench`, not part of `all`.
+$(BUILD)/floor/aoftrace.bpf.o: bpf/aoftrace.bpf.c $(wildcard bpf/*.h) $(VMLINUX)
+	@mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -DAOF_FLOOR -c $< -o $@
+
+$(BUILD)/floor/aoftrace.skel.h: $(BUILD)/floor/aoftrace.bpf.o
+	$(BPFTOOL) gen skeleton $< > $@
+
+$(BUILD)/floor/aoftrace: $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(BUILD)/floor/aoftrace.skel.h
+	$(CC) $(CFLAGS) -I$(BUILD)/floor -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lelf -lm -lpthread
+
 $(BUILD)/test_lhist: tests/test_lhist.c tools/trace_helpers.c tools/trace_helpers.h | $(BUILD)
 	$(CC) $(CFLAGS) -Itools tests/test_lhist.c tools/trace_helpers.c -o $@ -lm
 
@@ -152,7 +164,7 @@ run-ab: deps all $(if $(filter 1 yes true,$(UFTRACE)),$(BUILD)/pg/aofwriter)
 # equivalent bpftrace script, interleaved rounds; prints throughput ratios, launch-to-attached, peak RSS, events/s
 # and lost events, and writes OUT (default build/bench/bench.json). A benchmark, not a test, e.g.
 # make bench REPS=7 REQUESTS=100000 CPUS=none
-bench: deps all
+bench: deps all $(BUILD)/floor/aoftrace
 	PYTHONPATH=tools $(PYTHON) -m aofab.bench --reps=$(call shq,$(REPS)) --requests=$(call shq,$(REQUESTS)) \
 	  --cpus=$(call shq,$(CPUS)) --modes=$(call shq,$(MODES)) --out=$(call shq,$(OUT))
 

@@ -15,6 +15,26 @@
 #include <bpf/bpf_core_read.h>
 #include "aoftrace.h"
 
+/*
+ * make bench's `floor` mode (build/floor/aoftrace, -DAOF_FLOOR): every program returns at its first
+ * instruction, attached where the real ones are. What such a run costs the server is the price of the
+ * hooks themselves (tracepoint, syscall-tracepoint and uprobe entry paths), whatever the programs do.
+ */
+#ifdef AOF_FLOOR
+#undef BPF_PROG
+#undef BPF_KPROBE
+#undef BPF_KRETPROBE
+#define FLOOR_PROG(name, ctx_t, args...)					\
+name(ctx_t ctx) { return 0; }							\
+static __always_inline __attribute__((unused)) int ____##name(ctx_t ctx, ##args)
+#define BPF_PROG(name, args...)		FLOOR_PROG(name, unsigned long long *, ##args)
+#define BPF_KPROBE(name, args...)	FLOOR_PROG(name, struct pt_regs *, ##args)
+#define BPF_KRETPROBE(name, args...)	FLOOR_PROG(name, struct pt_regs *, ##args)
+#define FLOOR_RETURN()			return 0
+#else
+#define FLOOR_RETURN()			do { } while (0)
+#endif
+
 #if defined(__TARGET_ARCH_x86)
 #define NR_write		1
 #define NR_pwrite64		18
@@ -1003,6 +1023,7 @@ int sys_enter_tp(struct syscall_enter_rec *ctx)
 {
 	__u64 arg3 = 0;
 
+	FLOOR_RETURN();
 	if (ctx->nr == NR_pwrite64 || ctx->nr == NR_pwritev || ctx->nr == NR_pwritev2)
 		bpf_probe_read_kernel(&arg3, sizeof(arg3), (void *)ctx + offsetof(struct syscall_enter_rec, args[3]));
 	return on_sys_enter(ctx->nr, ctx->args[0], arg3);
@@ -1135,6 +1156,7 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 SEC("tracepoint")
 int sys_exit_tp(struct syscall_exit_rec *ctx)
 {
+	FLOOR_RETURN();
 	return on_sys_exit(ctx->nr, ctx->ret);
 }
 

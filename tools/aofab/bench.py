@@ -14,6 +14,7 @@ print "interrupted; cleaned up" and exit 130. Bad settings: one line on stderr, 
 """
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -28,7 +29,10 @@ import time
 from . import env, tracing
 from .runab import UsageError, _int   # the same settings parsing as run-ab
 
-MODES = ("untraced", "aoftrace", "bpftrace")
+MODES = ("untraced", "aoftrace", "bpftrace", "floor")
+# floor: aoftrace built with -DAOF_FLOOR (make bench builds it): every BPF program returns at its first
+# instruction, attached where the real ones are, so its runs price the hooks alone (docs/reliability.md).
+FLOOR_AOFTRACE = os.path.join(env.BUILD, "floor", "aoftrace")
 CLIENTS, VALUE_SIZE, KEYSPACE = 50, 100, 100000
 IMAGE_MB = 1024
 DEFAULT_REPS, DEFAULT_REQUESTS = 5, 300000   # about 8-10 s per untraced run here
@@ -99,6 +103,8 @@ def parse_settings(argv=None):
             raise UsageError(f"{tool} not found (make deps installs it)")
     if "aoftrace" in modes and not os.access(tracing.AOFTRACE, os.X_OK):
         raise UsageError("build/aoftrace missing: run make")
+    if "floor" in modes and not os.access(FLOOR_AOFTRACE, os.X_OK):
+        raise UsageError("build/floor/aoftrace missing: run make build/floor/aoftrace")
     if os.geteuid() != 0:
         raise UsageError("bench mounts a loop device and loads BPF: run it as root")
     # A benchmark run must be bounded: redis-benchmark gets this long (a traced run at 1/10 the speed fits).
@@ -233,9 +239,9 @@ class Tracer:
         return False
 
 
-def aoftrace_tracer(pid, json_path):
+def aoftrace_tracer(pid, json_path, exe=tracing.AOFTRACE):
     # Full attribution mode is aoftrace's default: no option selects it.
-    return Tracer([tracing.AOFTRACE, "-p", str(pid), "-j", json_path], "Tracing ")
+    return Tracer([exe, "-p", str(pid), "-j", json_path], "Tracing ")
 
 
 def bpftrace_tracer(pid):
@@ -302,9 +308,9 @@ def one_run(s, srv, mode, rnd, tmp):
     if mode == "untraced":
         bench()
         return rec
-    if mode == "aoftrace":
-        path = os.path.join(tmp, f"aoftrace-r{rnd + 1}.json")
-        tr = aoftrace_tracer(srv.pid, path)
+    if mode in ("aoftrace", "floor"):
+        path = os.path.join(tmp, f"{mode}-r{rnd + 1}.json")
+        tr = aoftrace_tracer(srv.pid, path, tracing.AOFTRACE if mode == "aoftrace" else FLOOR_AOFTRACE)
     else:
         tr = bpftrace_tracer(srv.pid)
     with tr:
@@ -316,7 +322,12 @@ def one_run(s, srv, mode, rnd, tmp):
                attach_fds_at_stop=tr.fds_at_stop)
     if tr.stderr.strip():
         rec["stderr"] = tr.stderr.strip()[-2000:]
-    if mode == "aoftrace":
+    if mode == "floor":
+        # Its programs see nothing, so it ends with "no AOF flush seen" and exit 1: that is the expected end.
+        if tr.returncode == 1 and "no AOF flush seen" in tr.stderr:
+            tr.returncode = 0
+        rec.update(flushes=0, syncs=0, lost_events=0)
+    elif mode == "aoftrace":
         with open(path) as f:
             rep = json.load(f)
         fl, sy = rep.get("flush", {}), rep.get("fdatasync", {})
@@ -345,9 +356,91 @@ def warm_up(s, srv, tmp):
     if "aoftrace" in s.modes:
         with aoftrace_tracer(srv.pid, os.path.join(tmp, "warm.json")):
             pass
+    if "floor" in s.modes:
+        with aoftrace_tracer(srv.pid, os.path.join(tmp, "warm-floor.json"), FLOOR_AOFTRACE):
+            pass
     if "bpftrace" in s.modes:
         with bpftrace_tracer(srv.pid):
             pass
+
+
+# --- the profile: what each BPF program costs per flush -------------------------------------------------------
+
+BPF_ENABLE_STATS, BPF_STATS_RUN_TIME = 32, 0
+NR_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+@contextlib.contextmanager
+def bpf_run_time_stats():
+    """BPF run-time statistics on while the block runs, through BPF_ENABLE_STATS (5.8+): the kernel keeps them
+    on while the returned fd is open and turns them off when it closes, even if this process dies, so the
+    kernel.bpf_stats_enabled sysctl of the user is never touched."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.c_uint32(BPF_STATS_RUN_TIME)
+    nr = NR_BPF.get(os.uname().machine)
+    fd = libc.syscall(nr, BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr)) if nr else -1
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), f"BPF_ENABLE_STATS: {os.strerror(ctypes.get_errno())}")
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def prog_stats(pid):
+    """{program name: (run_cnt, run_time_ns)} of the BPF programs that process `pid` holds (by their fds:
+    Debian's bpftool shows no holder pids)."""
+    ids = tracing.bpf_fds(pid)["prog"]
+    out = json.loads(env.run(["bpftool", "prog", "show", "--json"]).stdout or "[]")
+    return {p["name"]: (p.get("run_cnt", 0), p.get("run_time_ns", 0)) for p in out if p.get("id") in ids}
+
+
+def profile_run(s, srv, tmp):
+    """One more aoftrace run, with BPF run-time statistics on: each program's runs and run time per flush.
+    The statistics cost each program run two clock reads, so this run is not one of the measured ones."""
+    rewrite_aof(srv)
+    path = os.path.join(tmp, "profile.json")
+    with bpf_run_time_stats(), aoftrace_tracer(srv.pid, path) as tr:
+        before = prog_stats(tr.proc.pid)
+        t0 = time.monotonic()
+        env.benchmark(srv.port, requests=s.requests, clients=CLIENTS, size=VALUE_SIZE, keyspace=KEYSPACE,
+                      tests="set", timeout=s.bench_timeout, cpus=s.bench_cpus)
+        wall = time.monotonic() - t0
+        after = prog_stats(tr.proc.pid)
+        tr.stop()
+    with open(path) as f:
+        flushes = json.load(f).get("flush", {}).get("count") or 0
+    progs = []
+    for name, (cnt, ns) in after.items():
+        cnt0, ns0 = before.get(name, (0, 0))
+        if cnt > cnt0 and flushes:
+            progs.append({"name": name, "runs_per_flush": (cnt - cnt0) / flushes, "ns_per_run": (ns - ns0) / (cnt - cnt0),
+                          "us_per_flush": (ns - ns0) / flushes / 1000})
+    progs.sort(key=lambda p: -p["us_per_flush"])
+    return {"flushes": flushes, "us_per_flush_wall": wall / flushes * 1e6 if flushes else None,
+            "us_per_flush_bpf": sum(p["us_per_flush"] for p in progs), "programs": progs}
+
+
+def print_profile(console, prof):
+    from rich.table import Table
+    if not prof.get("flushes"):
+        console.print("profile: no flush seen, no figures", highlight=False)
+        return
+    t = Table(title=f"aoftrace's BPF programs per flush (one more run, BPF run-time statistics on; "
+                    f"{prof['flushes']:,} flushes of {prof['us_per_flush_wall']:,.0f} µs)")
+    for col in ("program", "runs per flush", "ns per run", "µs per flush"):
+        t.add_column(col, justify="left" if col == "program" else "right")
+    for p in prof["programs"][:12]:
+        t.add_row(p["name"], f"{p['runs_per_flush']:.1f}", f"{p['ns_per_run']:,.0f}", f"{p['us_per_flush']:.2f}")
+    rest = prof["programs"][12:]
+    if rest:
+        t.add_row(f"the {len(rest)} others", "", "", f"{sum(p['us_per_flush'] for p in rest):.2f}")
+    t.add_row("all", "", "", f"{prof['us_per_flush_bpf']:.2f}")
+    console.print(t)
+    console.print(f"  programs: {prof['us_per_flush_bpf']:.1f} µs of CPU per flush, "
+                  f"{100 * prof['us_per_flush_bpf'] / prof['us_per_flush_wall']:.1f} % of a flush's "
+                  f"{prof['us_per_flush_wall']:,.0f} µs (not counting the hooks' own entry paths: see the floor mode)",
+                  highlight=False)
 
 
 def version(argv):
@@ -515,6 +608,13 @@ def main(argv=None):
                         rec = {"round": rnd + 1, "mode": mode, "error": f"{type(e).__name__}: {e}"[:500]}
                     runs.append(rec)
                     console.print(run_line(rec), soft_wrap=True, highlight=False)
+            if "aoftrace" in s.modes:
+                try:
+                    doc["profile"] = profile_run(s, srv, tmp)
+                except Exception as e:   # reported, not fatal: the measured runs stand without it
+                    if env.interrupted:
+                        raise
+                    doc["profile"] = {"error": f"{type(e).__name__}: {e}"[:500]}
         doc["environment"]["loadavg_end"] = loadavg()
         doc["wall_s"] = round(time.monotonic() - t_start, 1)
         doc["runs"] = runs
@@ -522,6 +622,11 @@ def main(argv=None):
         failed = sum(1 for r in runs if r.get("error"))
         console.print()
         print_summary(console, s, summary, failed)
+        if "profile" in doc:
+            if doc["profile"].get("error"):
+                console.print(f"profile FAILED: {doc['profile']['error']}", highlight=False)
+            else:
+                print_profile(console, doc["profile"])
         os.makedirs(os.path.dirname(s.out), exist_ok=True)
         with open(s.out, "w") as f:
             json.dump(doc, f, indent=1)
