@@ -78,8 +78,10 @@ static __always_inline __attribute__((unused)) int ____##name(ctx_t ctx, ##args)
 
 const volatile __u32 targ_tgid = 0;
 const volatile bool timeline = false;	/* also send one record per block request (--timeline) */
-/* Take the waker's stack at each wake-up of a traced sleep: a second unwind, only for --folded. */
-const volatile bool waker_stacks = false;
+/*
+ * --folded: unwind every traced sleep (no hints, below) and take the waker's stack at each wake-up too.
+ */
+const volatile bool folded = false;
 const volatile __u64 ring_size = 1 << 20;	/* the events ring buffer's size */
 /*
  * The classifier's kernel text ranges, filled by user space after load and before attach (so that
@@ -109,6 +111,12 @@ __u64 nr_children = 0;
 __u64 aof_rwsem = 0;
 __u64 aof_ilock = 0;		/* on XFS, its xfs_inode's i_lock (the ILOCK) too */
 __u32 aof_dev = 0;
+/*
+ * What the AOF's device was last recognised by, so that the block, jbd2 and XFS log programs compare a
+ * pointer instead of following three or four (each read a helper call): the AOF device's request queue,
+ * the last other one seen, its jbd2 journal, its XFS log. Reset when aof_dev changes.
+ */
+__u64 aof_queue = 0, other_queue = 0, aof_journal_ptr = 0, aof_xlog = 0;
 __u64 aof_inode = 0;
 /*
  * Durability (docs/durability.md). dur_wseq counts AOF bytes whose write completed, dur_synced how
@@ -136,6 +144,7 @@ struct tstate {
 	__u8 off_comp;			/* component of the current sleep */
 	__u8 lock_comp;			/* COMP_*_LOCK while in lock contention, else 0 */
 	__u8 commit;			/* the open sync forced a journal/log commit */
+	__u8 hint;			/* enum aof_hint the kernel announced the next sleep with, 0 if none */
 	__s32 sys_nr;			/* the traced syscall in flight, -1 if none */
 	__s32 sys_fd;
 	__s32 off_kstack;
@@ -171,6 +180,8 @@ struct tstate {
 	__u64 last_in;			/* last switch-in */
 	__u64 last_done;		/* last request the worker completed */
 	__u64 pend[COMP_MAX];		/* parts of requests that completed while the submitter slept */
+	__u32 hint_n[HINT_SLOTS];	/* sleeps named by each hint */
+	__s32 hint_kstack[HINT_SLOTS];	/* the stack last unwound for a sleep of each hint */
 	__u64 write_tot[COMP_MAX];	/* all writes of the open flush */
 	__u64 sync_tot[COMP_MAX];	/* all syncs of the open flush */
 };
@@ -240,6 +251,7 @@ struct {
 #define RQ_HIST 8
 
 struct kthread_rq {
+	__u64 tag;			/* the thread's start_time and pid: whose slot this is */
 	__u64 wake_ts;			/* runnable since, 0 if running or asleep */
 	__u64 rq_since_wake;		/* its own run-queue time since its last wake-up */
 	__u64 inherited;		/* run-queue time of the chain that woke it */
@@ -269,12 +281,38 @@ struct {
 
 #define CHAIN_HANDOFF_NS 200000	/* completion -> wake-up of its worker, same CPU */
 
+/*
+ * Kernel threads' run-queue state, in a table indexed by pid rather than in task storage: the verifier
+ * inlines an array lookup, while bpf_task_storage_get() is a helper call, and these run at every switch
+ * and wake-up of a kernel thread. A slot belongs to one thread at a time, named by its start time and
+ * pid (a pid is reused, a start time with it is not); a thread whose pid maps onto a taken slot takes it
+ * over, which only starts its history afresh.
+ */
+#define KRQ_SLOTS 4096
+
 struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KRQ_SLOTS);
+	__type(key, __u32);
 	__type(value, struct kthread_rq);
 } kthread_rqs SEC(".maps");
+
+static __always_inline struct kthread_rq *krq(struct task_struct *t, bool create)
+{
+	__u32 pid = t->pid, slot = pid & (KRQ_SLOTS - 1);
+	__u64 tag = t->start_time << 22 ^ pid;	/* PID_MAX_LIMIT is 2^22 */
+	struct kthread_rq *kr = bpf_map_lookup_elem(&kthread_rqs, &slot);
+
+	if (!kr || kr->tag == tag)
+		return kr;
+	if (!create)
+		return NULL;
+	kr->tag = tag;
+	kr->wake_ts = kr->rq_since_wake = kr->inherited = kr->chain_start = 0;
+	for (int i = 0; i < RQ_HIST; i++)
+		kr->start[i] = kr->end[i] = 0;
+	return kr;
+}
 
 struct frames {
 	__u64 ips[MAX_FRAMES];
@@ -479,7 +517,7 @@ static __always_inline __u64 waker_rq_overlap(struct task_struct *w, __u64 from,
 	struct kthread_rq *kr;
 	__u64 sum = 0;
 
-	kr = bpf_task_storage_get(&kthread_rqs, w, NULL, 0);
+	kr = krq(w, false);
 	if (!kr)
 		return 0;
 	for (int i = 0; i < RQ_HIST; i++) {
@@ -509,6 +547,7 @@ static __always_inline void span_open(struct tstate *st, int span, __u64 now)
 static __always_inline void span_close(struct tstate *st, int span, __u64 now)
 {
 	charge(st, now);
+	st->hint = HINT_NONE;	/* announced a sleep that did not come */
 	st->span_start[span] = 0;
 	st->open &= ~(1 << span);
 }
@@ -603,7 +642,7 @@ __noinline int check_reply(int fd)
 	__u64 window, now;
 
 	if (!dur_err_pending && dur_wseq <= dur_synced)
-		return 0;		/* the common case: a call and two loads */
+		return 0;		/* the common case, also decided by reply() before the call */
 	now = bpf_ktime_get_ns();
 	f = fd_file(fd);
 	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & 0170000) != 0140000 /* S_IFSOCK */)
@@ -619,6 +658,13 @@ __noinline int check_reply(int fd)
 		dur_max_window_ns = window;
 	violation(VIO_REPLY_EARLY, ino_of(aof_inode), dur_wseq - dur_synced, window, 0);
 	return 0;
+}
+
+/* The common case decided inline: a global function costs a BPF-to-BPF call and its return (thunked here). */
+static __always_inline void reply(int fd)
+{
+	if (dur_err_pending || dur_wseq > dur_synced)
+		check_reply(fd);
 }
 
 /* A write to the AOF by the target, seen by the file system: [pos, pos + len) with i_size now. */
@@ -829,6 +875,7 @@ int BPF_KRETPROBE(flush_exit)
 __noinline int note_aof_inode(__u64 inode_addr)
 {
 	struct inode *inode = (struct inode *)inode_addr;
+	__u32 dev;
 
 	aof_inode = (__u64)inode;
 	aof_rwsem = (__u64)inode + bpf_core_field_offset(struct inode, i_rwsem);
@@ -842,7 +889,11 @@ __noinline int note_aof_inode(__u64 inode_addr)
 			    bpf_core_field_offset(struct xfs_inode, i_lock);
 	else
 		aof_ilock = 0;
-	aof_dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	if (dev != aof_dev) {
+		aof_queue = other_queue = aof_journal_ptr = aof_xlog = 0;
+		aof_dev = dev;
+	}
 	return 0;
 }
 
@@ -906,7 +957,7 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 		return 0;
 	if (nr == NR_sendto || nr == NR_sendmsg) {
 		if (who == 1)
-			check_reply((int)arg0);
+			reply((int)arg0);
 		return 0;
 	}
 	if (who == 2) {
@@ -922,7 +973,7 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 		 * before any map lookup: this and its sys_exit are most of the programs' runs.
 		 */
 		if (is_write(nr) && !flush_open) {
-			check_reply((int)arg0);
+			reply((int)arg0);
 			return 0;
 		}
 		st = nr == NR_io_uring_enter ? tstate_get((__u32)id) :
@@ -930,7 +981,7 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 		/* Only writes inside a flush are AOF writes: replies to clients are writes too, from any
 		 * thread (Valkey's I/O threads have no state here). */
 		if (is_write(nr) && (!st || !st->span_start[SPAN_FLUSH])) {
-			check_reply((int)arg0);
+			reply((int)arg0);
 			return 0;
 		}
 		if (!st)
@@ -960,7 +1011,7 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 	now = bpf_ktime_get_ns();
 	if (who == 1 && is_write(nr) && !note_aof_write(st, nr, (int)arg0, arg3)) {
 		/* Not the AOF: a reply sent from inside the flush, maybe. */
-		check_reply((int)arg0);
+		reply((int)arg0);
 		return 0;
 	}
 	st->sys_nr = nr;
@@ -1251,6 +1302,27 @@ static __always_inline __u32 innermost_span(const struct tstate *st)
 	return SPAN_FLUSH;
 }
 
+/*
+ * Why a traced thread goes to sleep: sets off_comp and off_kstack. Its kernel stack tells, but an unwind
+ * (bpf_get_stackid) costs ~0.6 to 0.8 us of program time on this VM, three sleeps a flush. So a sleep the
+ * kernel announced with a hint tracepoint is named by the hint when the thread's in_iowait agrees (block
+ * I/O and throttling sleep in io_schedule*(), journal waits do not). The first of each hint's sleeps and
+ * 1 in HINT_CHECK after are unwound anyway and the two answers compared: the stack found stands for the
+ * hint's sleeps in the off-CPU stacks, and after a mismatch the hint is checked at every sleep until the
+ * two agree again. --folded unwinds every sleep.
+ */
+#define HINT_CHECK 16
+
+/* A function, not a static table: clang 14 gave such a table a .rodata BTF offset the kernel refuses. */
+static __always_inline __u8 hint_comp(__u32 h)
+{
+	if (h == HINT_WRITEBACK)
+		return COMP_BLOCK;
+	if (h == HINT_DIRTY_THROTTLE)
+		return COMP_THROTTLE;
+	return h ? COMP_JOURNAL : COMP_OTHER_OFFCPU;
+}
+
 struct classify_ctx {
 	struct frames *fr;
 	__u32 best;
@@ -1281,6 +1353,43 @@ static __always_inline __u8 classify_current(void *ctx)
 	return CLASSIFY_COMP(cx.best);
 }
 
+static __always_inline void sleep_reason(void *ctx, struct tstate *st, struct task_struct *prev)
+{
+	__u32 h = st->hint & (HINT_SLOTS - 1), check = HINT_NONE;
+	__u8 *c;
+
+	st->hint = HINT_NONE;
+	if (h > HINT_NONE && !st->lock_comp &&
+	    BPF_CORE_READ_BITFIELD(prev, in_iowait) == (hint_comp(h) != COMP_JOURNAL)) {
+		if (st->hint_n[h]++ % HINT_CHECK) {
+			st->off_comp = hint_comp(h);
+			st->off_kstack = st->hint_kstack[h];
+			count(CNT_SLEEPS_HINTED, 1);
+			return;
+		}
+		check = h;
+	}
+	count(CNT_SLEEPS_UNWOUND, 1);
+	st->off_kstack = bpf_get_stackid(ctx, &stacks, 0);
+	if (st->lock_comp) {
+		st->off_comp = st->lock_comp;
+		return;
+	}
+	c = st->off_kstack >= 0 ? bpf_map_lookup_elem(&stack_comp, &st->off_kstack) : NULL;
+	st->off_comp = c ? *c : classify_current(ctx);
+	if (!c && st->off_kstack >= 0)
+		bpf_map_update_elem(&stack_comp, &st->off_kstack, &st->off_comp, BPF_NOEXIST);
+	if (check > HINT_NONE) {
+		count(CNT_HINT_CHECKS, 1);
+		if (st->off_comp == hint_comp(check)) {
+			st->hint_kstack[check] = st->off_kstack;
+		} else {
+			count(CNT_HINT_MISMATCHES, 1);
+			st->hint_n[check] = 0;
+		}
+	}
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
@@ -1291,12 +1400,12 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	__u64 now = 0;
 
 	if (prev->flags & PF_KTHREAD && prev_pid && (preempt || prev_state == 0)) {
-		kr = bpf_task_storage_get(&kthread_rqs, prev, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		kr = krq(prev, true);
 		if (kr && !kr->wake_ts)
 			kr->wake_ts = now = bpf_ktime_get_ns();
 	}
 	if (next->flags & PF_KTHREAD && next_pid) {
-		kr = bpf_task_storage_get(&kthread_rqs, next, NULL, 0);
+		kr = krq(next, false);
 		if (kr && kr->wake_ts) {
 			__u32 i = kr->idx++ & (RQ_HIST - 1);
 
@@ -1326,18 +1435,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 			st->run = RUN_RUNQ;
 		} else {
 			st->run = RUN_OFFCPU;
-			st->off_kstack = bpf_get_stackid(ctx, &stacks, 0);
-			if (st->lock_comp) {
-				st->off_comp = st->lock_comp;
-			} else {
-				__u8 *c = st->off_kstack >= 0 ?
-					  bpf_map_lookup_elem(&stack_comp, &st->off_kstack) : NULL;
-
-				st->off_comp = c ? *c : classify_current(ctx);
-				if (!c && st->off_kstack >= 0)
-					bpf_map_update_elem(&stack_comp, &st->off_kstack, &st->off_comp,
-							    BPF_NOEXIST);
-			}
+			sleep_reason(ctx, st, prev);
 			st->off_start = now;
 			st->wake_ts = 0;
 			st->waker_pid = 0;
@@ -1397,10 +1495,12 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 		if (waker->tgid == targ_tgid && p->comm[0] == 'j' && p->comm[1] == 'b' && p->comm[2] == 'd' &&
 		    p->comm[3] == '2' && p->comm[4] == '/') {
 			st = bpf_map_lookup_elem(&threads, &(__u32){ waker->pid });
-			if (st && st->span_start[SPAN_SYNC])
+			if (st && st->span_start[SPAN_SYNC]) {
 				st->commit = 1;
+				st->hint = folded ? HINT_NONE : HINT_JBD2_COMMIT;
+			}
 		}
-		kr = bpf_task_storage_get(&kthread_rqs, p, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		kr = krq(p, true);
 		if (!kr)
 			return 0;
 		now = bpf_ktime_get_ns();
@@ -1418,7 +1518,7 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 				cc->ts = 0;
 				if (kwaker) {
 					/* completion run by a kernel thread (ksoftirqd): its own wait too */
-					struct kthread_rq *wk = bpf_task_storage_get(&kthread_rqs, waker, NULL, 0);
+					struct kthread_rq *wk = krq(waker, false);
 
 					if (wk)
 						kr->inherited += wk->rq_since_wake;
@@ -1427,7 +1527,7 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 			}
 		}
 		if (kwaker) {
-			struct kthread_rq *wk = bpf_task_storage_get(&kthread_rqs, waker, NULL, 0);
+			struct kthread_rq *wk = krq(waker, false);
 
 			if (wk) {
 				kr->inherited = wk->inherited + wk->rq_since_wake;
@@ -1449,7 +1549,7 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 			__u64 from = sp < SPAN_MAX ? st->span_start[sp] : now;
 
 			if (kwaker) {
-				struct kthread_rq *wk = bpf_task_storage_get(&kthread_rqs, waker, NULL, 0);
+				struct kthread_rq *wk = krq(waker, false);
 
 				rq_ns = waker_rq_overlap(waker, st->last_ts, now);
 				/* Only a chain this operation started: not the leftovers of older work. */
@@ -1469,7 +1569,7 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 		id = bpf_get_current_pid_tgid();
 		st->waker_pid = id >> 32;
 		bpf_get_current_comm(st->waker_comm, sizeof(st->waker_comm));
-		st->waker_kstack = waker_stacks ? bpf_get_stackid(ctx, &stacks, 0) : -1;
+		st->waker_kstack = folded ? bpf_get_stackid(ctx, &stacks, 0) : -1;
 		return 0;
 	}
 	return 0;
@@ -1522,11 +1622,59 @@ int BPF_PROG(xfs_log_force, struct xfs_mount *mp, __s64 lsn, unsigned long calle
 	if (!tracked(id >> 32))
 		return 0;
 	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	if (st && any_span(st) && !folded)
+		st->hint = HINT_XFS_LOG_FORCE;
 	/* One force per sync: xfs_file_fsync() may trace more than one on its way. */
 	if (st && st->span_start[SPAN_SYNC] && !st->commit) {
 		st->commit = 1;
 		count(CNT_JOURNAL_COMMITS, 1);
 	}
+	return 0;
+}
+
+/* ---- sleep hints: the kernel is about to put the thread to sleep, and says why -------------- */
+
+static __always_inline void hint(__u8 h)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tstate *st;
+
+	if (folded || !tracked(id >> 32))
+		return;
+	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	if (st && any_span(st))
+		st->hint = h;
+}
+
+/* Fired only when the folio is under writeback, just before folio_wait_bit() (5.15+). */
+SEC("tp_btf/folio_wait_writeback")
+int BPF_PROG(folio_wait_writeback)
+{
+	hint(HINT_WRITEBACK);
+	return 0;
+}
+
+/* xlog_cil_force_seq(): about to wait for the CIL push to commit. */
+SEC("tp_btf/xfs_log_cil_wait")
+int BPF_PROG(xfs_log_cil_wait)
+{
+	hint(HINT_XFS_CIL_WAIT);
+	return 0;
+}
+
+/* xlog_wait_on_iclog(): about to wait for the iclog's write (5.14+). */
+SEC("tp_btf/xlog_iclog_wait_on")
+int BPF_PROG(xlog_iclog_wait_on)
+{
+	hint(HINT_XLOG_ICLOG_WAIT);
+	return 0;
+}
+
+/* balance_dirty_pages(): about to pause the writer, in io_schedule_timeout(). */
+SEC("tp_btf/balance_dirty_pages")
+int BPF_PROG(balance_dirty_pages)
+{
+	hint(HINT_DIRTY_THROTTLE);
 	return 0;
 }
 
@@ -1554,7 +1702,14 @@ struct {
 
 static __always_inline bool aof_journal(journal_t *journal)
 {
-	return aof_dev && BPF_CORE_READ(journal, j_fs_dev, bd_dev) == aof_dev;
+	if (!aof_dev)
+		return false;
+	if ((__u64)journal == aof_journal_ptr)
+		return true;
+	if (BPF_CORE_READ(journal, j_fs_dev, bd_dev) != aof_dev)
+		return false;
+	aof_journal_ptr = (__u64)journal;
+	return true;
 }
 
 static __always_inline void jbd2_phase(journal_t *journal, transaction_t *commit, int phase)
@@ -1629,7 +1784,17 @@ int BPF_PROG(jbd2_end_commit, journal_t *journal, transaction_t *commit)
 
 static __always_inline bool aof_iclog(struct xlog_in_core *iclog)
 {
-	return aof_dev && BPF_CORE_READ(iclog, ic_log, l_mp, m_super, s_dev) == aof_dev;
+	__u64 log;
+
+	if (!aof_dev)
+		return false;
+	log = (__u64)BPF_CORE_READ(iclog, ic_log);
+	if (log == aof_xlog)
+		return true;
+	if (BPF_CORE_READ((struct xlog *)log, l_mp, m_super, s_dev) != aof_dev)
+		return false;
+	aof_xlog = log;
+	return true;
 }
 
 SEC("tp_btf/xlog_iclog_sync")
@@ -1660,13 +1825,23 @@ int BPF_PROG(xlog_iclog_sync_done, struct xlog_in_core *iclog, unsigned long cal
 
 /* ---- the block layer on the AOF device ------------------------------------------------------ */
 
-static __always_inline __u32 rq_dev(struct request *rq)
+/* Is the request for the AOF's device? One read when its queue was seen before, four the first time. */
+static __always_inline bool rq_on_aof_dev(struct request *rq)
 {
-	struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
+	__u64 q = (__u64)BPF_CORE_READ(rq, q);
+	struct gendisk *disk;
 
-	if (!disk)
-		return 0;
-	return (BPF_CORE_READ(disk, major) << 20) | BPF_CORE_READ(disk, first_minor);
+	if (q == aof_queue)
+		return true;
+	if (q == other_queue)
+		return false;
+	disk = BPF_CORE_READ((struct request_queue *)q, disk);
+	if (disk && ((BPF_CORE_READ(disk, major) << 20) | BPF_CORE_READ(disk, first_minor)) == aof_dev) {
+		aof_queue = q;
+		return true;
+	}
+	other_queue = q;
+	return false;
 }
 
 /* The chain of the kernel thread issuing a request, if it has one worth carrying. */
@@ -1677,7 +1852,7 @@ static __always_inline bool issuer_chain(struct rqinfo *ri)
 
 	if (!(cur->flags & PF_KTHREAD))
 		return false;
-	kr = bpf_task_storage_get(&kthread_rqs, cur, NULL, 0);
+	kr = krq(cur, false);
 	if (!kr)
 		return false;
 	ri->inherited = kr->inherited + kr->rq_since_wake;
@@ -1688,15 +1863,16 @@ static __always_inline bool issuer_chain(struct rqinfo *ri)
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(block_rq_issue, struct request *rq)
 {
-	__u64 id, key = (__u64)rq;
+	__u64 key = (__u64)rq;
 	struct rqinfo ri = {};
-	char comm[TASK_COMM_LEN];
+	struct task_struct *cur;
+	const char *comm;
 	__u32 flags, op;
 	int who;
 
 	if (!aof_dev)
 		return 0;
-	if (rq_dev(rq) != aof_dev) {
+	if (!rq_on_aof_dev(rq)) {
 		/*
 		 * Another device (a loop device's backing disk): keep only a delayed chain, whose
 		 * completion may be what finishes an AOF request.
@@ -1708,9 +1884,9 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 		bpf_map_update_elem(&inflight, &key, &ri, BPF_ANY);
 		return 0;
 	}
-	id = bpf_get_current_pid_tgid();
-	who = tracked(id >> 32);
-	bpf_get_current_comm(comm, sizeof(comm));
+	cur = bpf_get_current_task_btf();
+	who = tracked(cur->tgid);
+	comm = cur->comm;
 	if (who == 1)
 		ri.issuer = ISS_TARGET;
 	else if (who == 2)
@@ -1721,7 +1897,7 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 		ri.issuer = ISS_KWORKER;
 	else
 		ri.issuer = ISS_OTHER;
-	flags = BPF_CORE_READ(rq, cmd_flags);
+	flags = rq->cmd_flags;
 	op = flags & 0xff;	/* REQ_OP_MASK, unchanged since 4.10 */
 	if (op == 0 /* REQ_OP_READ */)
 		ri.kind = RQ_READ;
@@ -1734,8 +1910,8 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 		ri.kind = RQ_OTHER;
 	issuer_chain(&ri);
 	ri.issue_ns = bpf_ktime_get_ns();
-	ri.tid = (__u32)id;
-	ri.sector = BPF_CORE_READ(rq, __sector);
+	ri.tid = cur->pid;
+	ri.sector = rq->__sector;
 	bpf_map_update_elem(&inflight, &key, &ri, BPF_ANY);
 	return 0;
 }

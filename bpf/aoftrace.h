@@ -46,6 +46,22 @@ enum aof_span {
 	SPAN_MAX,
 };
 
+/*
+ * Sleep hints: tracepoints the kernel fires right before a thread sleeps for a known reason. A traced
+ * sleep they announce is named without a stack unwind (docs/attribution.md, "Hints").
+ */
+enum aof_hint {
+	HINT_NONE,
+	HINT_WRITEBACK,		/* folio_wait_writeback: block I/O */
+	HINT_XFS_LOG_FORCE,	/* xfs_log_force: journal (waiting for the CIL push) */
+	HINT_XFS_CIL_WAIT,	/* xfs_log_cil_wait: journal */
+	HINT_XLOG_ICLOG_WAIT,	/* xlog_iclog_wait_on: journal */
+	HINT_JBD2_COMMIT,	/* the thread woke jbd2 to commit for it: journal (jbd2_log_wait_commit) */
+	HINT_DIRTY_THROTTLE,	/* balance_dirty_pages: throttling */
+	HINT_MAX,
+};
+#define HINT_SLOTS 8	/* a power of two above HINT_MAX: index masks */
+
 enum aof_sync_kind {
 	SYNC_FDATASYNC,
 	SYNC_FSYNC,
@@ -248,6 +264,11 @@ enum aof_counter {
 	CNT_GROWTH_DIFF_BYTES,	/* |growth - bytes written| summed over flushes */
 	CNT_SYNC_RETRIED,	/* after a sync error the next thing was another sync */
 	CNT_SYNC_CARRIED_ON,	/* ... was a reply */
+	/* why traced sleeps were named: by a stack unwind, or by a hint (some of them checked by an unwind) */
+	CNT_SLEEPS_UNWOUND,
+	CNT_SLEEPS_HINTED,
+	CNT_HINT_CHECKS,
+	CNT_HINT_MISMATCHES,	/* checks whose unwind named another component than the hint */
 	CNT_MAX,
 };
 

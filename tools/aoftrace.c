@@ -265,6 +265,9 @@ static const struct feature features[] = {
 	{ "xlog_", "xfs", "XFS log forces and writes", false },
 	{ "ext4_", "ext4", "ext4 fsync and writes", false },
 	{ "jbd2_", "jbd2", "jbd2 commit phases", false },
+	/* sleep hints: without them every traced sleep is named by a stack unwind, as before 2026-12 */
+	{ "folio_", "filemap", "sleep hints (fewer stack unwinds)", false },
+	{ "balance_", "writeback", "sleep hints (fewer stack unwinds)", false },
 };
 
 #define NFEATURES (sizeof(features) / sizeof(features[0]))
@@ -1099,6 +1102,12 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 	if (!all.sync[ROLE_MAIN].count && !all.flush.count)
 		printf("\nno AOF flush seen — is appendonly on? (and did the server get writes?)\n");
 	print_attribution();
+	if (sum_counter(obj, CNT_SLEEPS_UNWOUND) + sum_counter(obj, CNT_SLEEPS_HINTED))
+		printf("sleeps named by a stack unwind: %llu, by a hint: %llu (%llu hints checked by an unwind, "
+		       "%llu disagreed)\n", (unsigned long long)sum_counter(obj, CNT_SLEEPS_UNWOUND),
+		       (unsigned long long)sum_counter(obj, CNT_SLEEPS_HINTED),
+		       (unsigned long long)sum_counter(obj, CNT_HINT_CHECKS),
+		       (unsigned long long)sum_counter(obj, CNT_HINT_MISMATCHES));
 	print_top_stacks(obj);
 	print_fs_block(obj);
 	{
@@ -1296,6 +1305,12 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 		dur_read(obj, &dc);
 		dur_json(&w, &dc);
 	}
+	jw_obj(&w, "sleeps");
+	jw_u64(&w, "unwound", sum_counter(obj, CNT_SLEEPS_UNWOUND));
+	jw_u64(&w, "hinted", sum_counter(obj, CNT_SLEEPS_HINTED));
+	jw_u64(&w, "hint_checks", sum_counter(obj, CNT_HINT_CHECKS));
+	jw_u64(&w, "hint_mismatches", sum_counter(obj, CNT_HINT_MISMATCHES));
+	jw_obj_end(&w);
 	jw_u64(&w, "lost_events", sum_counter(obj, CNT_LOST));
 	jw_end(&w);
 }
@@ -1685,7 +1700,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "aoftrace: features off: %s\n", off);
 	obj->rodata->targ_tgid = env.pid;
 	obj->rodata->timeline = env.timeline_path != NULL;
-	obj->rodata->waker_stacks = env.folded_path != NULL;
+	obj->rodata->folded = env.folded_path != NULL;
 	/*
 	 * The ring is mapped twice and its pages stay resident once written: 1 MB (2 MB of RSS) holds over
 	 * a second of flush, sync and io_uring records here; a timeline also sends every block request.
