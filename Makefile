@@ -161,8 +161,9 @@ run-ab: deps all $(if $(filter 1 yes true,$(UFTRACE)),$(BUILD)/pg/aofwriter)
 	  --uftrace=$(call shq,$(UFTRACE))
 
 # Overhead of tracing (docs/reliability.md): redis-server under redis-benchmark SET untraced vs aoftrace vs an
-# equivalent bpftrace script, interleaved rounds; prints throughput ratios, launch-to-attached, peak RSS, events/s
-# and lost events, and writes OUT (default build/bench/bench.json). A benchmark, not a test, e.g.
+# equivalent bpftrace script vs the floor (aoftrace's hooks with empty programs), interleaved rounds; prints
+# throughput ratios, launch-to-attached, peak RSS, events/s and lost events, then each BPF program's cost per
+# flush, and writes OUT (default build/bench/bench.json). A benchmark, not a test, e.g.
 # make bench REPS=7 REQUESTS=100000 CPUS=none
 bench: deps all $(BUILD)/floor/aoftrace
 	PYTHONPATH=tools $(PYTHON) -m aofab.bench --reps=$(call shq,$(REPS)) --requests=$(call shq,$(REQUESTS)) \

@@ -1,12 +1,14 @@
 """`make bench`: the overhead of tracing. Debian's redis-server (appendfsync always) on a loop-mounted XFS
 image, driven by redis-benchmark SET, untraced vs traced by aoftrace in its full attribution mode (the default)
-vs traced by an equivalent bpftrace script (BPFTRACE below), in interleaved rounds whose order rotates each
-round. Prints, from one run: median ops/s per mode and the ratio of medians to untraced (with the per-round
-ratios' min/max), each tracer's time from launch to attached, its peak RSS, the events per second it handled
-and the events it lost. A benchmark, not a test: it asserts nothing and exits 0 whatever the figures.
+vs traced by an equivalent bpftrace script (BPFTRACE below) vs the floor (aoftrace with every BPF program empty:
+what the hooks alone cost), in interleaved rounds whose order rotates each round. Prints, from one run: median
+ops/s per mode and the ratio of medians to untraced (with the per-round ratios' min/max), each tracer's time
+from launch to attached, its peak RSS, the events per second it handled and the events it lost; then one more
+aoftrace run and one more floor run with BPF run-time statistics on, for each program's cost per flush. A
+benchmark, not a test: it asserts nothing and exits 0 whatever the figures.
 
     PYTHONPATH=tools .venv/bin/python -m aofab.bench [--reps 5] [--requests N] [--cpus SERVER:BENCH]
-        [--modes untraced,aoftrace,bpftrace] [--out FILE]
+        [--modes untraced,aoftrace,bpftrace,floor] [--out FILE]
 
 Every setting may be empty, meaning its default (so make can pass its variables through unchanged).
 Resources (loop device, mount, tracefs, processes) live in context managers; SIGINT/SIGTERM unwind them,
@@ -395,12 +397,11 @@ def prog_stats(pid):
     return {p["name"]: (p.get("run_cnt", 0), p.get("run_time_ns", 0)) for p in out if p.get("id") in ids}
 
 
-def profile_run(s, srv, tmp):
-    """One more aoftrace run, with BPF run-time statistics on: each program's runs and run time per flush.
-    The statistics cost each program run two clock reads, so this run is not one of the measured ones."""
+def _profiled(s, srv, tmp, exe, name):
+    """One run under `exe` with BPF run-time statistics on: ({program: (runs, ns)}, wall s, JSON report)."""
     rewrite_aof(srv)
-    path = os.path.join(tmp, "profile.json")
-    with bpf_run_time_stats(), aoftrace_tracer(srv.pid, path) as tr:
+    path = os.path.join(tmp, f"profile-{name}.json")
+    with bpf_run_time_stats(), aoftrace_tracer(srv.pid, path, exe) as tr:
         before = prog_stats(tr.proc.pid)
         t0 = time.monotonic()
         env.benchmark(srv.port, requests=s.requests, clients=CLIENTS, size=VALUE_SIZE, keyspace=KEYSPACE,
@@ -409,16 +410,37 @@ def profile_run(s, srv, tmp):
         after = prog_stats(tr.proc.pid)
         tr.stop()
     with open(path) as f:
-        flushes = json.load(f).get("flush", {}).get("count") or 0
+        rep = json.load(f)
+    delta = {n: (c - before.get(n, (0, 0))[0], ns - before.get(n, (0, 0))[1]) for n, (c, ns) in after.items()}
+    return delta, wall, rep
+
+
+def profile_run(s, srv, tmp, floor=False):
+    """One more aoftrace run, with BPF run-time statistics on: each program's runs and run time per flush.
+    The statistics cost each program run two clock reads, so this run is not one of the measured ones; with
+    `floor`, a floor run under the same statistics gives each program's run time when it does nothing (the
+    clock reads and the dispatch), and `net` figures subtract it."""
+    delta, wall, rep = _profiled(s, srv, tmp, tracing.AOFTRACE, "aoftrace")
+    flushes = rep.get("flush", {}).get("count") or 0
+    empty = {}
+    if floor:
+        fdelta, _, _ = _profiled(s, srv, tmp, FLOOR_AOFTRACE, "floor")
+        empty = {n: ns / c for n, (c, ns) in fdelta.items() if c}
     progs = []
-    for name, (cnt, ns) in after.items():
-        cnt0, ns0 = before.get(name, (0, 0))
-        if cnt > cnt0 and flushes:
-            progs.append({"name": name, "runs_per_flush": (cnt - cnt0) / flushes, "ns_per_run": (ns - ns0) / (cnt - cnt0),
-                          "us_per_flush": (ns - ns0) / flushes / 1000})
+    for name, (cnt, ns) in delta.items():
+        if cnt > 0 and flushes:
+            p = {"name": name, "runs_per_flush": cnt / flushes, "ns_per_run": ns / cnt, "us_per_flush": ns / flushes / 1000}
+            if name in empty:
+                p["empty_ns_per_run"] = empty[name]
+                p["net_us_per_flush"] = max(0.0, ns / cnt - empty[name]) * cnt / flushes / 1000
+            progs.append(p)
     progs.sort(key=lambda p: -p["us_per_flush"])
-    return {"flushes": flushes, "us_per_flush_wall": wall / flushes * 1e6 if flushes else None,
-            "us_per_flush_bpf": sum(p["us_per_flush"] for p in progs), "programs": progs}
+    out = {"flushes": flushes, "us_per_flush_wall": wall / flushes * 1e6 if flushes else None,
+           "us_per_flush_bpf": sum(p["us_per_flush"] for p in progs), "programs": progs,
+           "sleeps": rep.get("sleeps")}
+    if empty:
+        out["net_us_per_flush_bpf"] = sum(p.get("net_us_per_flush", p["us_per_flush"]) for p in progs)
+    return out
 
 
 def print_profile(console, prof):
@@ -426,21 +448,35 @@ def print_profile(console, prof):
     if not prof.get("flushes"):
         console.print("profile: no flush seen, no figures", highlight=False)
         return
+    net = "net_us_per_flush_bpf" in prof
     t = Table(title=f"aoftrace's BPF programs per flush (one more run, BPF run-time statistics on; "
                     f"{prof['flushes']:,} flushes of {prof['us_per_flush_wall']:,.0f} µs)")
-    for col in ("program", "runs per flush", "ns per run", "µs per flush"):
+    cols = ["program", "runs per flush", "ns per run", "µs per flush"]
+    cols += ["empty ns per run", "net µs per flush"] if net else []
+    for col in cols:
         t.add_column(col, justify="left" if col == "program" else "right")
     for p in prof["programs"][:12]:
-        t.add_row(p["name"], f"{p['runs_per_flush']:.1f}", f"{p['ns_per_run']:,.0f}", f"{p['us_per_flush']:.2f}")
+        row = [p["name"], f"{p['runs_per_flush']:.1f}", f"{p['ns_per_run']:,.0f}", f"{p['us_per_flush']:.2f}"]
+        if net:
+            row += [fmt(p.get("empty_ns_per_run"), ",.0f"), fmt(p.get("net_us_per_flush"), ".2f")]
+        t.add_row(*row)
     rest = prof["programs"][12:]
     if rest:
-        t.add_row(f"the {len(rest)} others", "", "", f"{sum(p['us_per_flush'] for p in rest):.2f}")
-    t.add_row("all", "", "", f"{prof['us_per_flush_bpf']:.2f}")
+        row = [f"the {len(rest)} others", "", "", f"{sum(p['us_per_flush'] for p in rest):.2f}"]
+        if net:
+            row += ["", f"{sum(p.get('net_us_per_flush', p['us_per_flush']) for p in rest):.2f}"]
+        t.add_row(*row)
+    t.add_row("all", "", "", f"{prof['us_per_flush_bpf']:.2f}", *(["", f"{prof['net_us_per_flush_bpf']:.2f}"] if net else []))
     console.print(t)
-    console.print(f"  programs: {prof['us_per_flush_bpf']:.1f} µs of CPU per flush, "
-                  f"{100 * prof['us_per_flush_bpf'] / prof['us_per_flush_wall']:.1f} % of a flush's "
-                  f"{prof['us_per_flush_wall']:,.0f} µs (not counting the hooks' own entry paths: see the floor mode)",
-                  highlight=False)
+    cost = prof["net_us_per_flush_bpf"] if net else prof["us_per_flush_bpf"]
+    console.print(f"  programs: {cost:.1f} µs of CPU per flush{' (net of what an empty program costs)' if net else ''}, "
+                  f"{100 * cost / prof['us_per_flush_wall']:.1f} % of a flush's {prof['us_per_flush_wall']:,.0f} µs; "
+                  f"the hooks' own entry paths are what the floor mode prices", highlight=False)
+    sl = prof.get("sleeps") or {}
+    if sl:
+        console.print(f"  traced sleeps: {sl.get('hinted', 0):,} named by a hint, {sl.get('unwound', 0):,} by a stack "
+                      f"unwind ({sl.get('hint_checks', 0):,} of them checks of a hint, {sl.get('hint_mismatches', 0):,} "
+                      f"disagreed)", highlight=False)
 
 
 def version(argv):
@@ -610,7 +646,7 @@ def main(argv=None):
                     console.print(run_line(rec), soft_wrap=True, highlight=False)
             if "aoftrace" in s.modes:
                 try:
-                    doc["profile"] = profile_run(s, srv, tmp)
+                    doc["profile"] = profile_run(s, srv, tmp, floor="floor" in s.modes)
                 except Exception as e:   # reported, not fatal: the measured runs stand without it
                     if env.interrupted:
                         raise
