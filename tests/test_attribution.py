@@ -172,3 +172,31 @@ def test_rewrite_loop_is_split(redis, tmp_path):
     child_rq = sum(k["count"] for k in rep["block"]["child"].values())
     assert child_rq > 0, rep["block"]
     assert "With a child alive" in at.output
+
+
+def test_hints_name_sleeps_as_stacks_do(redis, tmp_path):
+    """Sleeps named by hint tracepoints (docs/attribution.md, "Hints") get the component their stacks give:
+    the hinted sleeps that were unwound as a check agree, and the fdatasync split with hints matches the split
+    of runs that unwind every sleep (-f), interleaved."""
+    hinted, unwound = [], []
+    for r in range(2):
+        hinted.append(measure(redis, tmp_path / f"hints{r}.json"))
+        with tracing.Aoftrace(redis.pid, str(tmp_path / f"stacks{r}.json"),
+                              ["-f", str(tmp_path / f"stacks{r}.folded")]) as at:
+            env.benchmark(redis.port, requests=REQUESTS, clients=20, cpus=OTHER_CPU)
+            assert at.stop() == 0, at.stderr
+        unwound.append(at.report())
+    for rep in hinted:
+        sl = rep["sleeps"]
+        print(redis.fs.fstype, "hints:", sl)
+        assert sl["hinted"] > sl["unwound"], sl           # most sleeps named without an unwind
+        assert sl["hint_checks"] > 0, sl
+        assert sl["hint_mismatches"] <= 0.02 * sl["hint_checks"], sl
+    for rep in unwound:
+        assert rep["sleeps"]["hinted"] == 0 and rep["sleeps"]["unwound"] > 0, rep["sleeps"]
+    wh, ch = means(hinted, "fdatasync")
+    wu, cu = means(unwound, "fdatasync")
+    share = {c: (100 * ch.get(c, 0) / wh, 100 * cu.get(c, 0) / wu) for c in ("block", "journal", "other_offcpu")}
+    print(redis.fs.fstype, "fdatasync shares (hints, unwinds):", share)
+    for c, (h, u) in share.items():
+        assert abs(h - u) <= 15, (c, share)
