@@ -479,6 +479,49 @@ def print_profile(console, prof):
                       f"disagreed)", highlight=False)
 
 
+# --- the hooks: what tracing costs every other process ---------------------------------------------------------
+
+HOOK_WRITES, HOOK_PIPE_LOOPS, HOOK_ROUNDS = 300000, 30000, 3
+
+
+def hook_costs(s, srv, tmp):
+    """What the hooks cost the processes aoftrace does not trace, where every program returns at its first test:
+    a write(2) loop (dd of 1-byte blocks to /dev/null: each write runs the write syscall tracepoints) and a pipe
+    ping-pong (perf bench sched pipe: two writes, two wake-ups and two context switches a round trip), each
+    untraced, under the floor and under aoftrace attached to the idle server, interleaved, on the benchmark's
+    CPU. CPU-bound and short, so far steadier than the throughput rounds: a cost per event, not a ratio."""
+    modes = [m for m in ("untraced", "floor", "aoftrace") if m in s.modes]
+    exe = {"floor": FLOOR_AOFTRACE, "aoftrace": tracing.AOFTRACE}
+    pin = ["taskset", "-c", s.bench_cpus] if s.bench_cpus else []
+    got = {m: {"write_pair_ns": [], "pipe_us": []} for m in modes}
+    for _ in range(HOOK_ROUNDS):
+        for m in modes:
+            tr = contextlib.nullcontext() if m == "untraced" else \
+                aoftrace_tracer(srv.pid, os.path.join(tmp, f"hooks-{m}.json"), exe[m])
+            with tr:
+                t0 = time.monotonic()
+                env.run([*pin, "dd", "if=/dev/zero", "of=/dev/null", "bs=1", f"count={HOOK_WRITES}"], timeout=120)
+                got[m]["write_pair_ns"].append((time.monotonic() - t0) * 1e9 / HOOK_WRITES)
+                out = env.run([*pin, "perf", "bench", "sched", "pipe", "-l", str(HOOK_PIPE_LOOPS)], timeout=120).stdout
+                us = re.search(r"([\d.]+)\s+usecs/op", out)
+                got[m]["pipe_us"].append(float(us.group(1)) if us else None)
+    return {m: {"write_pair_ns": med(v["write_pair_ns"]), "pipe_us": med(v["pipe_us"]), "runs": v} for m, v in got.items()}
+
+
+def print_hooks(console, hooks):
+    from rich.table import Table
+    base = hooks.get("untraced", {})
+    t = Table(title=f"What the hooks cost other processes (medians of {HOOK_ROUNDS} interleaved rounds; the tracer "
+                    f"attached to the idle server)")
+    for col in ("mode", "dd read+write, ns", "added per write(2), ns", "pipe round trip, µs", "added, µs"):
+        t.add_column(col, justify="left" if col == "mode" else "right")
+    for m, v in hooks.items():
+        dw = v["write_pair_ns"] - base["write_pair_ns"] if m != "untraced" and base.get("write_pair_ns") else None
+        dp = v["pipe_us"] - base["pipe_us"] if m != "untraced" and v.get("pipe_us") and base.get("pipe_us") else None
+        t.add_row(m, fmt(v["write_pair_ns"], ",.0f"), fmt(dw, "+,.0f"), fmt(v["pipe_us"], ".2f"), fmt(dp, "+.2f"))
+    console.print(t)
+
+
 def version(argv):
     try:
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=10)
@@ -651,6 +694,13 @@ def main(argv=None):
                     if env.interrupted:
                         raise
                     doc["profile"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            if "floor" in s.modes and shutil.which("perf"):
+                try:
+                    doc["hooks"] = hook_costs(s, srv, tmp)
+                except Exception as e:   # reported, not fatal
+                    if env.interrupted:
+                        raise
+                    doc["hooks"] = {"error": f"{type(e).__name__}: {e}"[:500]}
         doc["environment"]["loadavg_end"] = loadavg()
         doc["wall_s"] = round(time.monotonic() - t_start, 1)
         doc["runs"] = runs
@@ -663,6 +713,11 @@ def main(argv=None):
                 console.print(f"profile FAILED: {doc['profile']['error']}", highlight=False)
             else:
                 print_profile(console, doc["profile"])
+        if "hooks" in doc:
+            if doc["hooks"].get("error"):
+                console.print(f"hooks FAILED: {doc['hooks']['error']}", highlight=False)
+            else:
+                print_hooks(console, doc["hooks"])
         os.makedirs(os.path.dirname(s.out), exist_ok=True)
         with open(s.out, "w") as f:
             json.dump(doc, f, indent=1)
