@@ -326,6 +326,7 @@ struct {
 } scratch SEC(".maps");
 
 struct rqinfo {
+	__u64 rq;			/* struct request * in flight in this slot, 0 if none */
 	__u64 issue_ns;
 	__u64 sector;
 	__u32 tid;
@@ -335,12 +336,29 @@ struct rqinfo {
 	__u8 kind;
 };
 
+/*
+ * Requests in flight, by tag: a request holds its tag from before block_rq_issue until after
+ * block_rq_complete, so within one hardware queue no two share a slot. An array, because the verifier
+ * inlines its lookups: with a hash map, its update and delete were most of the block programs' time
+ * (block_rq_issue 1.3 to 1.4 us a run here, 0.5 to 0.6 us with the array; 0.1 us for an empty program).
+ * The AOF device's requests and the others' (its backing disk) have a half each. A device with several
+ * hardware queues may give two requests one tag: the second takes the slot, the first is not counted.
+ */
+#define RQ_TAGS 1024
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);		/* struct request * */
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * RQ_TAGS);
+	__type(key, __u32);
 	__type(value, struct rqinfo);
 } inflight SEC(".maps");
+
+static __always_inline struct rqinfo *rq_slot(struct request *rq, bool aof)
+{
+	__u32 slot = ((__u32)rq->tag & (RQ_TAGS - 1)) | (aof ? 0 : RQ_TAGS);
+
+	return bpf_map_lookup_elem(&inflight, &slot);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -1863,25 +1881,25 @@ static __always_inline bool issuer_chain(struct rqinfo *ri)
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(block_rq_issue, struct request *rq)
 {
-	__u64 key = (__u64)rq;
-	struct rqinfo ri = {};
+	struct rqinfo ri = {}, *slot;
 	struct task_struct *cur;
 	const char *comm;
 	__u32 flags, op;
 	int who;
 
-	if (!aof_dev)
+	if (!aof_dev || rq->tag < 0)
 		return 0;
 	if (!rq_on_aof_dev(rq)) {
 		/*
 		 * Another device (a loop device's backing disk): keep only a delayed chain, whose
 		 * completion may be what finishes an AOF request.
 		 */
-		if (!issuer_chain(&ri))
+		if (!issuer_chain(&ri) || !(slot = rq_slot(rq, false)))
 			return 0;
+		ri.rq = (__u64)rq;
 		ri.issuer = ISS_MAX;
 		ri.issue_ns = bpf_ktime_get_ns();
-		bpf_map_update_elem(&inflight, &key, &ri, BPF_ANY);
+		*slot = ri;
 		return 0;
 	}
 	cur = bpf_get_current_task_btf();
@@ -1912,21 +1930,26 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 	ri.issue_ns = bpf_ktime_get_ns();
 	ri.tid = cur->pid;
 	ri.sector = rq->__sector;
-	bpf_map_update_elem(&inflight, &key, &ri, BPF_ANY);
+	ri.rq = (__u64)rq;
+	slot = rq_slot(rq, true);
+	if (slot)
+		*slot = ri;
 	return 0;
 }
 
 SEC("tp_btf/block_rq_complete")
 int BPF_PROG(block_rq_complete, struct request *rq, blk_status_t error, unsigned int nr_bytes)
 {
-	__u64 key = (__u64)rq, now, lat;
+	__u64 now, lat;
 	struct aof_blkstat *bs;
 	struct rqinfo *ri;
 	struct chain *cc;
 	__u32 idx;
 
-	ri = bpf_map_lookup_elem(&inflight, &key);
-	if (!ri)
+	if (!aof_dev || rq->tag < 0)
+		return 0;
+	ri = rq_slot(rq, (__u64)BPF_CORE_READ(rq, q) == aof_queue);
+	if (!ri || ri->rq != (__u64)rq)
 		return 0;
 	now = bpf_ktime_get_ns();
 	lat = now - ri->issue_ns;
@@ -1970,7 +1993,7 @@ int BPF_PROG(block_rq_complete, struct request *rq, blk_status_t error, unsigned
 			count(CNT_LOST, 1);
 		}
 	}
-	bpf_map_delete_elem(&inflight, &key);
+	ri->rq = 0;
 	if (idx >= ISS_MAX * RQ_MAX)
 		return 0;
 	bs = bpf_map_lookup_elem(&blkstats, &idx);
