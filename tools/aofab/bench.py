@@ -522,6 +522,18 @@ def print_hooks(console, hooks):
     console.print(t)
 
 
+def floor_estimate(prof, hooks):
+    """The syscall hooks' own cost per flush, before any program work: the syscalls aoftrace followed per flush
+    (sys_enter_tp's runs) times what the floor adds to a write(2) (its enter and exit tracepoints)."""
+    runs = next((p["runs_per_flush"] for p in prof.get("programs", []) if p["name"] == "sys_enter_tp"), None)
+    floor, base = hooks.get("floor", {}).get("write_pair_ns"), hooks.get("untraced", {}).get("write_pair_ns")
+    if runs is None or floor is None or base is None or not prof.get("us_per_flush_wall"):
+        return None
+    us = runs * (floor - base) / 1000
+    return {"syscalls_per_flush": runs, "added_ns_per_syscall": floor - base, "us_per_flush": us,
+            "pct_of_flush": 100 * us / prof["us_per_flush_wall"]}
+
+
 def version(argv):
     try:
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=10)
@@ -718,6 +730,13 @@ def main(argv=None):
                 console.print(f"hooks FAILED: {doc['hooks']['error']}", highlight=False)
             else:
                 print_hooks(console, doc["hooks"])
+                est = floor_estimate(doc.get("profile", {}), doc["hooks"])
+                if est:
+                    doc["floor_estimate"] = est
+                    console.print(f"  the syscall hooks alone, before any program work: {est['syscalls_per_flush']:.1f} "
+                                  f"followed syscalls a flush x {est['added_ns_per_syscall']:,.0f} ns = "
+                                  f"{est['us_per_flush']:.1f} µs a flush, {est['pct_of_flush']:.1f} % of it "
+                                  f"(the throughput target leaves {100 * (1 - TARGETS['ratio']):.0f} %)", highlight=False)
         os.makedirs(os.path.dirname(s.out), exist_ok=True)
         with open(s.out, "w") as f:
             json.dump(doc, f, indent=1)
