@@ -4,8 +4,9 @@ vs traced by an equivalent bpftrace script (BPFTRACE below) vs the floor (aoftra
 what the hooks alone cost), in interleaved rounds whose order rotates each round. Prints, from one run: median
 ops/s per mode and the ratio of medians to untraced (with the per-round ratios' min/max), each tracer's time
 from launch to attached, its peak RSS, the events per second it handled and the events it lost; then one more
-aoftrace run and one more floor run with BPF run-time statistics on, for each program's cost per flush. A
-benchmark, not a test: it asserts nothing and exits 0 whatever the figures.
+aoftrace run and one more floor run with BPF run-time statistics on, for each program's cost per flush, and
+what the hooks cost other processes (a write(2) loop and a pipe ping-pong), from which it prints the syscall
+hooks' own cost per flush. A benchmark, not a test: it asserts nothing and exits 0 whatever the figures.
 
     PYTHONPATH=tools .venv/bin/python -m aofab.bench [--reps 5] [--requests N] [--cpus SERVER:BENCH]
         [--modes untraced,aoftrace,bpftrace,floor] [--out FILE]
