@@ -265,7 +265,7 @@ static const struct feature features[] = {
 	{ "xlog_", "xfs", "XFS log forces and writes", false },
 	{ "ext4_", "ext4", "ext4 fsync and writes", false },
 	{ "jbd2_", "jbd2", "jbd2 commit phases", false },
-	/* sleep hints: without them every traced sleep is named by a stack unwind, as before 2026-12 */
+	/* sleep hints (docs/attribution.md): without them every traced sleep is named by a stack unwind */
 	{ "folio_", "filemap", "sleep hints (fewer stack unwinds)", false },
 	{ "balance_", "writeback", "sleep hints (fewer stack unwinds)", false },
 };

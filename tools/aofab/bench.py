@@ -296,6 +296,12 @@ def rewrite_aof(srv, timeout=60):
     raise TimeoutError(f"BGREWRITEAOF still running after {timeout} s")
 
 
+def set_load(s, srv, requests=None):
+    """The bench's load: redis-benchmark SET, `requests` of them (default the setting); its CSV rows."""
+    return env.benchmark(srv.port, requests=requests or s.requests, clients=CLIENTS, size=VALUE_SIZE,
+                         keyspace=KEYSPACE, tests="set", timeout=s.bench_timeout, cpus=s.bench_cpus)
+
+
 def one_run(s, srv, mode, rnd, tmp):
     """One redis-benchmark run in `mode`; returns its record for bench.json."""
     rec = {"round": rnd + 1, "mode": mode}
@@ -303,8 +309,7 @@ def one_run(s, srv, mode, rnd, tmp):
 
     def bench():
         t0 = time.monotonic()
-        rows = env.benchmark(srv.port, requests=s.requests, clients=CLIENTS, size=VALUE_SIZE, keyspace=KEYSPACE,
-                             tests="set", timeout=s.bench_timeout, cpus=s.bench_cpus)
+        rows = set_load(s, srv)
         rec["bench_s"] = round(time.monotonic() - t0, 3)
         rec["ops_per_sec"] = rows.get("SET")
 
@@ -354,8 +359,7 @@ def one_run(s, srv, mode, rnd, tmp):
 def warm_up(s, srv, tmp):
     """A short untraced run (fills the key space, warms the page cache and the file system) and one start and
     stop of each tracer (their binaries and the BPF/LLVM paths warm), none of them counted."""
-    env.benchmark(srv.port, requests=max(1000, s.requests // 5), clients=CLIENTS, size=VALUE_SIZE,
-                  keyspace=KEYSPACE, tests="set", timeout=s.bench_timeout, cpus=s.bench_cpus)
+    set_load(s, srv, max(1000, s.requests // 5))
     if "aoftrace" in s.modes:
         with aoftrace_tracer(srv.pid, os.path.join(tmp, "warm.json")):
             pass
@@ -405,8 +409,7 @@ def _profiled(s, srv, tmp, exe, name):
     with bpf_run_time_stats(), aoftrace_tracer(srv.pid, path, exe) as tr:
         before = prog_stats(tr.proc.pid)
         t0 = time.monotonic()
-        env.benchmark(srv.port, requests=s.requests, clients=CLIENTS, size=VALUE_SIZE, keyspace=KEYSPACE,
-                      tests="set", timeout=s.bench_timeout, cpus=s.bench_cpus)
+        set_load(s, srv)
         wall = time.monotonic() - t0
         after = prog_stats(tr.proc.pid)
         tr.stop()
