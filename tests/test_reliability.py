@@ -362,7 +362,16 @@ def runab_interrupted(tmp_path, phase, sig, group, rnd, fs="xfs"):
         def run_json():
             return glob.glob(os.path.join(out, "runs", "*", "run.json"))
 
+        def status_mask(field):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+                return next(int(l.split()[1], 16) for l in f if l.startswith(field + ":"))
+            return 0
+
+        held = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
         triggers = {
+            # past Python's own start: SIGINT/SIGTERM held while run-ab imports, or its handlers in place
+            "startup": lambda: status_mask("SigBlk") & held == held
+            or status_mask("SigCgt") & (1 << (signal.SIGTERM - 1)),
             # mkfs / losetup / mount of a LoopFS: its image exists, its mount does not yet
             "setup": lambda: any(os.path.exists(os.path.join(d, "fs.img")) and not os.path.ismount(
                 os.path.join(d, "mnt")) for d in glob.glob(os.path.join(work, "aofab-runab-*", "aoftrace-*"))),
@@ -372,7 +381,7 @@ def runab_interrupted(tmp_path, phase, sig, group, rnd, fs="xfs"):
             "report": lambda: bool(run_json()) and not bases(),       # file systems gone: analysis and report
             "random": lambda: False,
         }
-        delay = {"setup": (0, 0.02), "warmup": (0, 0.2), "measured": (0, 0.3), "teardown": (0, 0.03),
+        delay = {"startup": (0, 0.3), "setup": (0, 0.02), "warmup": (0, 0.2), "measured": (0, 0.3), "teardown": (0, 0.03),
                  "report": (0, 0.3), "random": (0.2, 2.5)}[phase]
         if phase == "random":
             wait_for(lambda: False, rnd.uniform(*delay), wrapper)
@@ -421,7 +430,7 @@ def runab_interrupted(tmp_path, phase, sig, group, rnd, fs="xfs"):
     return rep["rc"], took, rep
 
 
-RUNAB_PHASES = ("setup", "warmup", "measured", "teardown", "report")
+RUNAB_PHASES = ("startup", "setup", "warmup", "measured", "teardown", "report")
 RUNAB_CASES = [(p, signal.SIGINT, g) for p in RUNAB_PHASES for g in (False, True)] + [  # phase, signal, to group?
     ("random", signal.SIGTERM, False), ("random", signal.SIGTERM, True)]
 

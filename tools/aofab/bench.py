@@ -15,6 +15,11 @@ Every setting may be empty, meaning its default (so make can pass its variables 
 Resources (loop device, mount, tracefs, processes) live in context managers; SIGINT/SIGTERM unwind them,
 print "interrupted; cleaned up" and exit 130. Bad settings: one line on stderr, exit 2. See docs/reliability.md.
 """
+import signal
+
+if __name__ == "__main__":   # held until env.catch_interrupts(), see there
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
 import argparse
 import contextlib
 import ctypes
@@ -22,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -658,22 +662,22 @@ def main(argv=None):
     except UsageError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2
-    env.catch_interrupts()
-    from rich.console import Console
-    console = Console(width=None if sys.stdout.isatty() else 160)
     t_start = time.monotonic()
     runs = []
     work = argparse.Namespace(tmp=None)   # the private directory; named before it exists (env.private_dir)
-    doc = {"schema": "aoftrace-bench/1",
-           "settings": {"reps": s.reps, "requests": s.requests, "clients": CLIENTS, "value_size": VALUE_SIZE,
-                        "keyspace": KEYSPACE, "server_cpus": s.server_cpus, "bench_cpus": s.bench_cpus,
-                        "modes": s.modes, "fs": "xfs", "appendfsync": "always", "bpftrace_script": BPFTRACE},
-           "environment": {"kernel": os.uname().release, "cpus": os.cpu_count(),
-                           "aoftrace": version([tracing.AOFTRACE, "--version"]),
-                           "bpftrace": version(["bpftrace", "--version"]),
-                           "redis_server": version(["redis-server", "--version"]),
-                           "loadavg_start": loadavg()}}
     try:
+        env.catch_interrupts()
+        from rich.console import Console
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        doc = {"schema": "aoftrace-bench/1",
+               "settings": {"reps": s.reps, "requests": s.requests, "clients": CLIENTS, "value_size": VALUE_SIZE,
+                            "keyspace": KEYSPACE, "server_cpus": s.server_cpus, "bench_cpus": s.bench_cpus,
+                            "modes": s.modes, "fs": "xfs", "appendfsync": "always", "bpftrace_script": BPFTRACE},
+               "environment": {"kernel": os.uname().release, "cpus": os.cpu_count(),
+                               "aoftrace": version([tracing.AOFTRACE, "--version"]),
+                               "bpftrace": version(["bpftrace", "--version"]),
+                               "redis_server": version(["redis-server", "--version"]),
+                               "loadavg_start": loadavg()}}
         tmp = env.private_dir("aofab-bench-", os.environ.get("AOFTRACE_TMP", "/var/tmp"), work, "tmp")
         with contextlib.ExitStack() as stack:
             if "bpftrace" in s.modes:

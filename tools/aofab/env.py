@@ -321,6 +321,14 @@ def exit_main(rc):
     sys.exit(rc)
 
 
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
 def catch_interrupts():
+    """Install on_signal, then let in a signal held since the runner's first line (runab.py, bench.py block
+    SIGINT/SIGTERM there): one that lands while the runner imports (rich alone takes ~0.2 s) then ends it as
+    one landing later does, cleanup and 130, not a traceback or death by SIGTERM. Call it inside the runner's
+    try, whose handler cleans up; nothing is spawned before it (children would inherit the blocked mask)."""
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)

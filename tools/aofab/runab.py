@@ -11,6 +11,11 @@ Resources (loop devices, mounts, processes) live in context managers; SIGINT/SIG
 "interrupted; cleaned up" and exit 130. Bad settings: one line on stderr, exit 2, nothing created.
 See docs/run-ab.md.
 """
+import signal
+
+if __name__ == "__main__":   # held until env.catch_interrupts(), see there
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
 import argparse
 import contextlib
 import datetime
@@ -19,7 +24,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -527,16 +531,16 @@ def main(argv=None):
     except UsageError as e:
         print(f"run-ab: {e}", file=sys.stderr)
         return 2
-    env.catch_interrupts()
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-    console = Console(stderr=True)
     t_start = time.monotonic()
     cells = [{"fs": f, "io": i, "rewrite": r, "key": f"{f}-{i}-{r}"} for f in s.fs for i in s.io for r in s.rewrite]
     s.timeline_cell = timeline_cell(cells)
     work = argparse.Namespace(base=None)   # the private directory; named before it exists (env.private_dir)
     try:
+        env.catch_interrupts()
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+        console = Console(stderr=True)
         os.makedirs(os.path.join(s.out, "runs"), exist_ok=True)
         base = env.private_dir("aofab-runab-", os.environ.get("AOFTRACE_TMP", "/var/tmp"), work, "base")
         with contextlib.ExitStack() as stack:
