@@ -579,6 +579,30 @@ def test_loopfs_interrupted_anywhere(scope, tmp_path):
         os.rmdir(base)
 
 
+def test_exitstack_window_leaves_nothing(tmp_path):
+    """run-ab and bench enter their LoopFS through an ExitStack: an interrupt after LoopFS.__enter__ mounted it
+    and before the stack registered its __exit__ leaves a mount no `with` owns. The runners' finally removes
+    their private directory with env.remove_tree, by what is mounted and attached there: every line of
+    contextlib that this lifecycle runs is interrupted in turn."""
+    base, _, check = loopfs_case(tmp_path, "xfs")
+
+    def lifecycle():
+        work = type("Work", (), {"dir": None})()
+        try:
+            tree = env.private_dir("aofab-runab-", base, work)
+            with contextlib.ExitStack() as stack:
+                fs = stack.enter_context(env.LoopFS("xfs", size_mb=320, base=tree))
+                open(os.path.join(fs.mnt, "f"), "w").close()
+        finally:
+            if work.dir:
+                env.finish(lambda: env.remove_tree(work.dir))
+    try:
+        fired = run_interrupted(lifecycle, {contextlib.__file__}, 1000, rnd_for("exitstack"), check)
+        assert any(w and w.endswith("enter_context") for w in fired), fired
+    finally:
+        os.rmdir(base)
+
+
 def server_case(tmp_path):
     before = env._children()
     port = env.free_port()

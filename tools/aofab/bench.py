@@ -679,10 +679,10 @@ def main(argv=None):
                                "redis_server": version(["redis-server", "--version"]),
                                "loadavg_start": loadavg()}}
         tmp = env.private_dir("aofab-bench-", os.environ.get("AOFTRACE_TMP", "/var/tmp"), work, "tmp")
-        with contextlib.ExitStack() as stack:
-            if "bpftrace" in s.modes:
-                stack.enter_context(tracing.tracefs())   # bpftrace's tracepoint: probes read ids from tracefs
-            fs = stack.enter_context(env.LoopFS("xfs", size_mb=IMAGE_MB, base=tmp))
+        # `with`, not ExitStack.enter_context: no instant where a mount is made and no cleanup owns it yet
+        # (bpftrace's tracepoint: probes read their ids from tracefs)
+        with (tracing.tracefs() if "bpftrace" in s.modes else contextlib.nullcontext()), \
+                env.LoopFS("xfs", size_mb=IMAGE_MB, base=tmp) as fs, contextlib.ExitStack() as stack:
             workdir = os.path.join(fs.mnt, "aof")
             os.mkdir(workdir)
             port = env.free_port()
@@ -758,14 +758,10 @@ def main(argv=None):
                 print(f"bench: {type(e).__name__}: {e}", file=sys.stderr)
                 return 1
             raise
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        env.kill_children()   # every `with` has unwound: a child still here escaped one (see env.spawn)
-        print("interrupted; cleaned up", file=sys.stderr, flush=True)
-        return 130
+        return env.after_interrupt()
     finally:
         if work.tmp:
-            shutil.rmtree(work.tmp, ignore_errors=True)
+            env.finish(lambda: env.remove_tree(work.tmp))
 
 
 def run_line(r):

@@ -9,11 +9,15 @@ microseconds per flush in both servers, so the ratios are fair, the absolute fig
 
     make bench-writer ARGS="--fs ext4 --requests 50000 --rounds 3 --pipeline 16"
 """
+import signal
+
+if __name__ == "__main__":   # held until env.catch_interrupts(), see there
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
 import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -164,55 +168,63 @@ def main(argv=None):
         print("bench-writer: flush latency is only measured with --appendfsync always")
         args.trace = False
 
-    kinds = ["redis"] + [m for m in args.modes.split(",") if m]
-    ops = {k: [] for k in kinds}
-    lat = {k: [] for k in kinds}
-    print(f"bench-writer: {args.fs} loop fs, appendfsync {args.appendfsync}, redis-benchmark -t set -n "
-          f"{args.requests} -c {args.clients} -d {args.size} -r {args.keyspace} -P {args.pipeline}, "
-          f"{args.rounds} interleaved rounds")
-    t0 = time.monotonic()
-    with env.LoopFS(args.fs) as fs:
-        # warm-up: the first run on a fresh file system is slower whatever the server
-        warm = argparse.Namespace(**{**vars(args), "trace": False, "requests": min(args.requests, 10000)})
-        run_once(fs, "write", warm, "warmup")
-        for rnd_idx in range(args.rounds):
-            order = kinds[rnd_idx % len(kinds):] + kinds[:rnd_idx % len(kinds)]
-            for kind in order:
-                # ops/s from an untraced run (redis' probes on libc write() would slow its replies
-                # too), flush latency from a second, traced run
-                rps, _ = run_once(fs, kind, argparse.Namespace(**{**vars(args), "trace": False}), rnd_idx)
-                flush = None
-                if args.trace:
-                    _, flush = run_once(fs, kind, argparse.Namespace(**{**vars(args), "requests": args.requests // 2}),
-                                        rnd_idx)
-                ops[kind].append(rps)
-                if flush:
-                    lat[kind].append(flush)
-                extra = (f"  flush mean {flush['mean_us']:.0f} us p50<={flush['p50_us']:.0f} us "
-                         f"p99<={flush['p99_us']:.0f} us ({flush['n']} flushes)") if flush else ""
-                print(f"  round {rnd_idx + 1} {kind:13s} {rps:10.0f} ops/s{extra}", flush=True)
+    try:
+        env.catch_interrupts()
+        kinds = ["redis"] + [m for m in args.modes.split(",") if m]
+        ops = {k: [] for k in kinds}
+        lat = {k: [] for k in kinds}
+        print(f"bench-writer: {args.fs} loop fs, appendfsync {args.appendfsync}, redis-benchmark -t set -n "
+              f"{args.requests} -c {args.clients} -d {args.size} -r {args.keyspace} -P {args.pipeline}, "
+              f"{args.rounds} interleaved rounds")
+        t0 = time.monotonic()
+        with env.LoopFS(args.fs) as fs:
+            # warm-up: the first run on a fresh file system is slower whatever the server
+            warm = argparse.Namespace(**{**vars(args), "trace": False, "requests": min(args.requests, 10000)})
+            run_once(fs, "write", warm, "warmup")
+            for rnd_idx in range(args.rounds):
+                order = kinds[rnd_idx % len(kinds):] + kinds[:rnd_idx % len(kinds)]
+                for kind in order:
+                    # ops/s from an untraced run (redis' probes on libc write() would slow its replies
+                    # too), flush latency from a second, traced run
+                    rps, _ = run_once(fs, kind, argparse.Namespace(**{**vars(args), "trace": False}), rnd_idx)
+                    flush = None
+                    if args.trace:
+                        _, flush = run_once(fs, kind, argparse.Namespace(**{**vars(args), "requests": args.requests // 2}),
+                                            rnd_idx)
+                    ops[kind].append(rps)
+                    if flush:
+                        lat[kind].append(flush)
+                    extra = (f"  flush mean {flush['mean_us']:.0f} us p50<={flush['p50_us']:.0f} us "
+                             f"p99<={flush['p99_us']:.0f} us ({flush['n']} flushes)") if flush else ""
+                    print(f"  round {rnd_idx + 1} {kind:13s} {rps:10.0f} ops/s{extra}", flush=True)
 
-    def med(xs):
-        return statistics.median(xs) if xs else float("nan")
+        def med(xs):
+            return statistics.median(xs) if xs else float("nan")
 
-    base_ops = med(ops["redis"])
-    base_lat = med([x["mean_us"] for x in lat["redis"]])
-    print()
-    print(f"{'server':26s} {'ops/s':>10s} {'vs redis':>9s} {'flush mean us':>14s} {'vs redis':>9s} "
-          f"{'flush p99 us':>13s}")
-    for kind in kinds:
-        name = "redis-server 7.0" if kind == "redis" else f"aofwriter --io {kind}"
-        o = med(ops[kind])
-        m = med([x["mean_us"] for x in lat[kind]])
-        p99 = med([x["p99_us"] for x in lat[kind]])
-        print(f"{name:26s} {o:10.0f} {o / base_ops:9.2f} {m:14.0f} {m / base_lat if base_lat else float('nan'):9.2f} "
-              f"{p99:13.0f}")
-    print(f"\n(medians over {args.rounds} rounds; {time.monotonic() - t0:.0f} s)")
-    w = med(ops.get("write", []))
-    if w == w and base_ops == base_ops:
-        verdict = "reaches" if w >= 0.95 * base_ops else "does NOT reach"
-        print(f"aofwriter --io write {verdict} redis-server's throughput ({w / base_ops:.2f}x)")
+        base_ops = med(ops["redis"])
+        base_lat = med([x["mean_us"] for x in lat["redis"]])
+        print()
+        print(f"{'server':26s} {'ops/s':>10s} {'vs redis':>9s} {'flush mean us':>14s} {'vs redis':>9s} "
+              f"{'flush p99 us':>13s}")
+        for kind in kinds:
+            name = "redis-server 7.0" if kind == "redis" else f"aofwriter --io {kind}"
+            o = med(ops[kind])
+            m = med([x["mean_us"] for x in lat[kind]])
+            p99 = med([x["p99_us"] for x in lat[kind]])
+            print(f"{name:26s} {o:10.0f} {o / base_ops:9.2f} {m:14.0f} {m / base_lat if base_lat else float('nan'):9.2f} "
+                  f"{p99:13.0f}")
+        print(f"\n(medians over {args.rounds} rounds; {time.monotonic() - t0:.0f} s)")
+        w = med(ops.get("write", []))
+        if w == w and base_ops == base_ops:
+            verdict = "reaches" if w >= 0.95 * base_ops else "does NOT reach"
+            print(f"aofwriter --io write {verdict} redis-server's throughput ({w / base_ops:.2f}x)")
+
+        return 0
+    except BaseException:
+        if not env.interrupted:
+            raise
+        return env.after_interrupt()
 
 
 if __name__ == "__main__":
-    main()
+    env.exit_main(main())

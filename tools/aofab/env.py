@@ -148,12 +148,7 @@ class LoopFS:
         # By what exists, not by what __enter__ recorded: an interrupted `mount` or `losetup` may have done
         # its work without telling us.
         if self.mounted or (self.mnt and os.path.ismount(self.mnt)):
-            for _ in range(50):
-                if run(["umount", self.mnt], check=False).returncode == 0:
-                    break
-                time.sleep(0.1)
-            else:
-                run(["umount", "-l", self.mnt], check=False)
+            umount(self.mnt)
             self.mounted = False
         if self.image and os.path.exists(self.image):
             devs = {l.split(":", 1)[0] for l in run(["losetup", "-j", self.image], check=False).stdout.splitlines()}
@@ -165,6 +160,32 @@ class LoopFS:
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+
+def umount(mnt):
+    """umount, retried for 5 s while busy (a process of ours may still be exiting), then lazily."""
+    for _ in range(50):
+        if run(["umount", mnt], check=False).returncode == 0:
+            return
+        time.sleep(0.1)
+    run(["umount", "-l", mnt], check=False)
+
+
+def remove_tree(path):
+    """Remove our private directory `path` with whatever is still mounted or attached inside it, by what
+    exists. An interrupt can land where no cleanup owns a LoopFS yet (ExitStack.enter_context between the
+    __enter__ that mounted it and registering its __exit__); rmtree alone would then empty the mounted file
+    system, delete the image under its loop device and leave both (seen once in 60 interrupted run-abs)."""
+    root = os.path.realpath(path) + os.sep
+    with open("/proc/mounts") as f:     # octal escapes (\040 for a space) undone
+        mounts = [l.split()[1].encode().decode("unicode_escape") for l in f]
+    for mnt in sorted((m for m in mounts if m.startswith(root)), key=len, reverse=True):
+        umount(mnt)
+    loops = run(["losetup", "--list", "--noheadings", "--raw", "-O", "NAME,BACK-FILE"], check=False).stdout
+    for name, _, back in (l.partition(" ") for l in loops.splitlines()):   # --raw: \x20 for a space
+        if back.encode().decode("unicode_escape").startswith(root):
+            run(["losetup", "-d", name], check=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def private_dir(prefix, base, owner=None, attr="dir"):
@@ -305,6 +326,18 @@ def on_signal(signum, frame):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def after_interrupt(cleanup=None):
+    """A runner's end after a caught SIGINT/SIGTERM, once every `with` has unwound: ignore further ones, kill a
+    child that escaped its `with` (see spawn), run `cleanup`, say so in one line. Returns the exit status."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    kill_children()
+    if cleanup:
+        cleanup()
+    print("interrupted; cleaned up", file=sys.stderr, flush=True)
+    return 130
 
 
 def exit_main(rc):

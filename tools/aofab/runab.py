@@ -573,7 +573,7 @@ def main(argv=None):
                         progress.console.print(f"  {os.path.basename(rdir)}: {ops or float('nan'):.0f} ops/s, "
                                                f"bench {meta.get('bench_s', 0):.1f} s")
                     progress.advance(task)
-        shutil.rmtree(base, ignore_errors=True)
+        env.finish(lambda: env.remove_tree(base))
         work.base = None
         from . import report
         wall = time.monotonic() - t_start
@@ -586,16 +586,10 @@ def main(argv=None):
     except BaseException:
         if not env.interrupted:
             raise
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        env.kill_children()   # every `with` has unwound: a child still here escaped one (see env.spawn)
-        if work.base:
-            shutil.rmtree(work.base, ignore_errors=True)
-        print("interrupted; cleaned up", file=sys.stderr, flush=True)
-        return 130
+        return env.after_interrupt(lambda: work.base and env.remove_tree(work.base))
     finally:
         if work.base:
-            shutil.rmtree(work.base, ignore_errors=True)
+            env.finish(lambda: env.remove_tree(work.base))
 
 
 if __name__ == "__main__":

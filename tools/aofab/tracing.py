@@ -20,15 +20,17 @@ AOFTRACE = os.path.join(env.BUILD, "aoftrace")
 
 @contextlib.contextmanager
 def tracefs():
-    mounted = False
-    if not os.path.exists(os.path.join(TRACEFS, "events")):
-        env.run(["mount", "-t", "tracefs", "tracefs", TRACEFS])
-        mounted = True
-    try:
+    """tracefs mounted for the block (a fresh machine has none), and unmounted after only if we mounted it."""
+    events = os.path.join(TRACEFS, "events")
+    if os.path.exists(events):
         yield TRACEFS
-    finally:
-        if mounted:
-            env.run(["umount", TRACEFS], check=False)
+        return
+    try:
+        env.run(["mount", "-t", "tracefs", "tracefs", TRACEFS])
+        yield TRACEFS
+    finally:   # by what exists: an interrupted mount(8) may have mounted it all the same
+        if os.path.exists(events):
+            env.finish(lambda: env.run(["umount", TRACEFS], check=False))
 
 
 class _Proc:
