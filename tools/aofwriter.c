@@ -1238,6 +1238,7 @@ static void usage(FILE *f)
 "                           execute in order and a crash leaves a prefix, never a hole\n"
 "  --uring-unlinked         do not link the write SQEs: they may run concurrently (a crash may\n"
 "                           then leave a zero-filled hole that Redis refuses to load)\n"
+"  --uring-async            IOSQE_ASYNC on the write SQEs: every write runs in an io-wq worker\n"
 "  --sqpoll-idle MS         SQPOLL thread idle time (default 1000)\n"
 "\n"
 "Rewrite:\n"
@@ -1308,7 +1309,7 @@ bad:
 
 enum {
 	OPT_PORT = 256, OPT_BIND, OPT_DIR, OPT_DIRNAME, OPT_FILENAME, OPT_FSYNC, OPT_IO, OPT_RING,
-	OPT_CHUNK, OPT_INFLIGHT, OPT_UNLINKED, OPT_SQIDLE, OPT_AUTO, OPT_VERBOSE, OPT_VERSION,
+	OPT_CHUNK, OPT_INFLIGHT, OPT_UNLINKED, OPT_ASYNC, OPT_SQIDLE, OPT_AUTO, OPT_VERBOSE, OPT_VERSION,
 	OPT_ENABLE_FAULTS, OPT_FAULT, OPT_FAULT_EVERY,
 };
 
@@ -1347,6 +1348,7 @@ static void parse_options(int argc, char **argv)
 		{ "uring-chunk", required_argument, NULL, OPT_CHUNK },
 		{ "uring-inflight", required_argument, NULL, OPT_INFLIGHT },
 		{ "uring-unlinked", no_argument, NULL, OPT_UNLINKED },
+		{ "uring-async", no_argument, NULL, OPT_ASYNC },
 		{ "sqpoll-idle", required_argument, NULL, OPT_SQIDLE },
 		{ "auto-rewrite", optional_argument, NULL, OPT_AUTO },
 		{ "verbose", no_argument, NULL, OPT_VERBOSE },
@@ -1420,6 +1422,9 @@ static void parse_options(int argc, char **argv)
 			break;
 		case OPT_UNLINKED:
 			server.uring_unlinked = true;
+			break;
+		case OPT_ASYNC:
+			server.uring_async = true;
 			break;
 		case OPT_SQIDLE:
 			server.sqpoll_idle_ms = parse_num("--sqpoll-idle", optarg, 1, 600000, false);

@@ -100,6 +100,7 @@ struct server {
 	unsigned uring_chunk;
 	unsigned uring_inflight;
 	bool uring_unlinked;
+	bool uring_async;	/* --uring-async: IOSQE_ASYNC on every write SQE */
 	unsigned sqpoll_idle_ms;
 	bool auto_rewrite;		/* start a rewrite as soon as the previous one finished ... */
 	long long auto_rewrite_bytes;	/* ... or when the incr files grew by this much (0: continuous) */

@@ -604,6 +604,8 @@ static ssize_t uring_write(int fd, const char *buf, size_t len, off_t off, bool 
 			sqe->user_data = n;
 			if (!server.uring_unlinked)
 				sqe->flags |= IOSQE_IO_LINK;
+			if (server.uring_async)	/* straight to io-wq, as a write that would block goes */
+				sqe->flags |= IOSQE_ASYNC;
 			req[n].pos = pos;
 			req[n].len = chunk;
 			req[n].res = -ECANCELED;
