@@ -160,7 +160,7 @@ struct tstate {
 	__u8 uring_in_flush;
 	__u8 open;			/* bit per open span: span_start[s] != 0 */
 	__u8 sync_aof;			/* the sync in flight is of the AOF */
-	__u8 pad2;
+	__u8 first_known;		/* first_off and isize_before are set for the open flush */
 	__u64 uring_ns;
 	__u64 reap_n, reap_sum;		/* completions of its requests not yet reaped, sum of their times */
 	__u64 write_ns, write_bytes, sync_ns;
@@ -169,7 +169,7 @@ struct tstate {
 	__u64 inode0, isize0;		/* the AOF and its size when the flush began */
 	__u64 uring_bytes;		/* its io_uring AOF writes that completed */
 	__u32 uring_syncs;		/* its io_uring FSYNCs of the AOF that completed */
-	__u32 pad3;
+	__u32 uring_writes;		/* its io_uring writes to the AOF that completed */
 	__u64 w_off, w_isize;		/* the AOF write in flight: where it starts, i_size then */
 	__u64 sync_snap;		/* dur_wseq when the sync in flight began */
 	__u32 children_at_start;
@@ -704,7 +704,7 @@ static __always_inline void check_aof_write(__u64 inode, __u64 pos, __u64 len, _
  */
 static __always_inline void fs_write(struct inode *inode, __u64 pos, __u64 len)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid(), isize;
 	struct tstate *st;
 
 	if ((__u32)(id >> 32) != targ_tgid || ((__u64)inode != aof_inode && !flush_open))
@@ -712,7 +712,24 @@ static __always_inline void fs_write(struct inode *inode, __u64 pos, __u64 len)
 	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
 	if (st && st->sys_nr >= 0 && is_write(st->sys_nr))
 		return;
-	check_aof_write((__u64)inode, pos, len, BPF_CORE_READ(inode, i_size));
+	isize = BPF_CORE_READ(inode, i_size);
+	check_aof_write((__u64)inode, pos, len, isize);
+	if (!flush_open)
+		return;
+	/*
+	 * The first io_uring write of the open flush, run inline by the flushing thread or by an io-wq
+	 * worker: where it starts and i_size then, as note_aof_write() takes them for a write(2), so that
+	 * fs.* and the offset and growth checks count both paths alike.
+	 */
+	if ((__u32)id != flush_tid)
+		st = bpf_map_lookup_elem(&threads, &flush_tid);
+	if (!st || !st->span_start[SPAN_FLUSH] || st->first_known)
+		return;
+	st->first_known = 1;
+	st->first_off = pos;
+	st->isize_before = isize;
+	st->inode = (__u64)inode;
+	st->ino = ino_of((__u64)inode);
 }
 
 /* An io_uring FSYNC of the AOF begins in the file system: what it will cover is written by now. */
@@ -800,7 +817,8 @@ int BPF_KPROBE(flush_enter)
 	st->uring_ns = 0;
 	st->write_ns = st->write_bytes = st->sync_ns = 0;
 	st->first_off = st->isize_before = st->ino = st->inode = 0;
-	st->uring_bytes = st->uring_syncs = 0;
+	st->uring_bytes = st->uring_syncs = st->uring_writes = 0;
+	st->first_known = 0;
 	st->inode0 = aof_inode;
 	if (aof_inode) {
 		struct inode *in = (struct inode *)aof_inode;
@@ -877,6 +895,8 @@ int BPF_KRETPROBE(flush_exit)
 	e->uring_enters = st->urings;
 	e->uring_bytes = st->uring_bytes;
 	e->uring_syncs = st->uring_syncs;
+	e->uring_writes = st->uring_writes;
+	e->first_known = st->first_known;
 	e->pad = 0;
 	e->uring_ns = st->uring_ns;
 	for (int c = 0; c < COMP_MAX; c++) {
@@ -946,8 +966,9 @@ __noinline int note_aof_write(struct tstate *st, long nr, int fd, __u64 arg3)
 	st->w_isize = isize;
 	if (!BPF_CORE_READ(inode, __i_nlink))
 		violation(VIO_UNLINKED, BPF_CORE_READ(inode, i_ino), off, isize, 0);
-	if (st->writes)
+	if (st->first_known)
 		return 1;
+	st->first_known = 1;
 	st->inode = (__u64)inode;
 	st->ino = BPF_CORE_READ(inode, i_ino);
 	st->isize_before = isize;
@@ -2102,8 +2123,11 @@ static __always_inline void uring_durability(struct ureq *u, struct inode *inode
 		if (res <= 0)
 			return;
 		aof_written(res, now);
+		if (!in_flush && u->flags & UF_INFLUSH)
+			count(CNT_URING_LATE_BYTES, res);
 		if (in_flush) {
 			sub->uring_bytes += res;
+			sub->uring_writes++;
 			if (!sub->inode) {
 				sub->inode = (__u64)inode;
 				sub->ino = BPF_CORE_READ(inode, i_ino);

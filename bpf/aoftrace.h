@@ -160,6 +160,8 @@ struct aof_flush_event {
 	__u64 uring_ns;		/* time in them */
 	__u64 uring_bytes;	/* bytes its io_uring writes to the AOF completed */
 	__u32 uring_syncs;	/* its io_uring FSYNCs of the AOF that completed */
+	__u32 uring_writes;	/* its io_uring writes to the AOF that completed */
+	__u32 first_known;	/* first_off and isize_before were seen (a write(2), or the file system) */
 	__u32 pad;
 	__u64 comp[COMP_MAX];		/* the whole flush */
 	__u64 write_comp[COMP_MAX];	/* its write calls */
@@ -269,6 +271,7 @@ enum aof_counter {
 	CNT_SLEEPS_HINTED,
 	CNT_HINT_CHECKS,
 	CNT_HINT_MISMATCHES,	/* checks whose unwind named another component than the hint */
+	CNT_URING_LATE_BYTES,	/* AOF bytes of io_uring writes submitted in a flush that completed after it */
 	CNT_MAX,
 };
 

@@ -162,3 +162,46 @@ def test_timeline(xfs, port, tmp_path):
     names = {e["args"]["name"] for e in ev if e["ph"] == "M"}
     assert any(n.startswith("iou-wrk-") for n in names) and "AOF device" in names
     assert any(e["ph"] == "i" and e["name"].startswith("fork") for e in ev)
+
+
+def aof_bytes(dirpath):
+    """Bytes in the AOF files of an aofwriter working in `dirpath` (base, incr and manifest)."""
+    d = os.path.join(dirpath, "appendonlydir")
+    return sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d))
+
+
+# uring-async: every write SQE with IOSQE_ASYNC, run by io-wq workers, in 512-byte linked chunks (several a flush).
+FS_MODES = {"write": ("write", []), "uring": ("uring", []), "uring-linked": ("uring-linked", []),
+            "uring-sqpoll": ("uring-sqpoll", []),
+            "uring-async": ("uring-linked", ["--uring-async", "--uring-chunk", "512", "--uring-inflight", "8"])}
+
+
+@pytest.mark.parametrize("mode", list(FS_MODES))
+def test_fs_counts_uring_bytes_like_write(mode, loopfs, port, tmp_path):
+    """fs.* counts bytes written through io_uring (inline, io-wq or the SQPOLL thread) exactly as it counts
+    write(2): bytes written and i_size growth both equal the AOF's real growth over the trace, and no flush
+    is taken for one that started below the end of the file or grew it by other than it wrote."""
+    io, extra = FS_MODES[mode]
+    with env.aofwriter(loopfs.mnt, port, io=io, extra=extra) as srv:
+        with tracing.Aoftrace(srv.pid, str(tmp_path / "fs.json")) as at:
+            before = aof_bytes(loopfs.mnt)
+            env.benchmark(srv.port, requests=6000, clients=20)
+            time.sleep(0.2)
+            grew = aof_bytes(loopfs.mnt) - before
+            assert at.stop() == 0, at.stderr
+    rep = at.report()
+    fs, fl = rep["fs"], rep["flush"]
+    print(f"{loopfs.fstype} {mode}: file grew {grew} bytes; fs.bytes_written {fs['bytes_written']} "
+          f"(io_uring {fs['uring_bytes']}), size_growth {fs['size_growth_bytes']}, {fl['count']} flushes")
+    assert grew > 6000 * 100
+    assert fs["bytes_written"] == grew and fs["size_growth_bytes"] == grew, fs
+    assert fs["offset_mismatches"] == 0 and fs["growth_mismatches"] == 0, fs
+    assert fs["uring_bytes_after_flush"] == 0, fs
+    if io == "write":
+        assert fs["uring_bytes"] == 0 and fl["write_bytes"] == grew, (fs, fl)
+    else:
+        assert fs["uring_bytes"] == grew and fl["uring_write_bytes"] == grew and fl["write_bytes"] == 0, (fs, fl)
+    if mode == "uring-async":
+        w = rep["uring"]["ops"]["WRITE"]
+        assert w["punted"] == w["requests"] > 2 * fl["count"], w
+    assert rep["durability"]["ok"], rep["durability"]

@@ -475,7 +475,7 @@ struct totals {
 	struct lhist flush;		/* flushes that wrote or synced */
 	struct lhist flush_write;	/* write() time per such flush */
 	uint64_t writes, write_bytes, write_errors;
-	uint64_t uring_enters, uring_ns;
+	uint64_t uring_enters, uring_ns, uring_bytes;
 	struct lhist sync[ROLE_MAX];	/* fdatasync+fsync per role */
 	uint64_t sync_calls[ROLE_MAX][SYNC_MAX];
 	uint64_t sync_errors[ROLE_MAX];
@@ -512,7 +512,7 @@ struct opstat {
 static struct opstat ops[OP_MAX][RW_MAX];
 
 static struct {
-	uint64_t bytes_written, size_growth, offset_mismatches, growth_mismatches, commits_forced;
+	uint64_t bytes_written, uring_bytes, size_growth, offset_mismatches, growth_mismatches, commits_forced;
 	uint64_t syncs_with_commit;
 } fsx;
 
@@ -571,15 +571,17 @@ static int handle_event(void *ctx, void *data, size_t len)
 				op_add(OP_FLUSH, rw, f->dur_ns, f->comp);
 				if (f->writes)
 					op_add(OP_WRITE, rw, f->write_ns, f->write_comp);
-				fsx.bytes_written += f->write_bytes;
-				if (f->writes && f->ino) {
+				/* write(2) and io_uring alike: bytes that completed inside the flush */
+				fsx.bytes_written += f->write_bytes + f->uring_bytes;
+				fsx.uring_bytes += f->uring_bytes;
+				if ((f->writes || f->uring_writes) && f->first_known && f->ino) {
 					uint64_t grew = f->isize_after > f->isize_before ?
 							f->isize_after - f->isize_before : 0;
 
 					fsx.size_growth += grew;
 					if (f->first_off != f->isize_before)
 						fsx.offset_mismatches++;
-					if (grew != f->write_bytes)
+					if (grew != f->write_bytes + f->uring_bytes)
 						fsx.growth_mismatches++;
 				}
 			}
@@ -589,6 +591,7 @@ static int handle_event(void *ctx, void *data, size_t len)
 			lhist_add(&t[i]->flush_write, f->write_ns);
 			t[i]->writes += f->writes;
 			t[i]->write_bytes += f->write_bytes;
+			t[i]->uring_bytes += f->uring_bytes;
 			t[i]->write_errors += f->write_errors;
 			t[i]->uring_enters += f->uring_enters;
 			t[i]->uring_ns += f->uring_ns;
@@ -675,7 +678,7 @@ static void print_interval(void)
 	       (unsigned long long)ival.flush.count, us(lhist_quantile(&ival.flush, 0.5)),
 	       us(lhist_quantile(&ival.flush, 0.99)), us(ival.flush.max),
 	       (unsigned long long)main_sync->count, us(lhist_quantile(main_sync, 0.5)),
-	       us(lhist_quantile(main_sync, 0.99)), ival.write_bytes / 1048576.0,
+	       us(lhist_quantile(main_sync, 0.99)), (ival.write_bytes + ival.uring_bytes) / 1048576.0,
 	       (unsigned)(all.forks - all.child_exits));
 	fflush(stdout);
 	memset(&ival, 0, sizeof(ival));
@@ -968,11 +971,17 @@ static void print_fs_block(struct aoftrace_bpf *obj)
 	bool any = false;
 
 	aof_fstype(obj->bss->aof_dev, fstype, sizeof(fstype));
-	printf("\nAOF file: %s on device %u:%u; %llu bytes written, i_size grew %llu bytes; "
-	       "%llu flushes started below end of file, %llu grew by other than they wrote\n", fstype,
-	       obj->bss->aof_dev >> 20, obj->bss->aof_dev & 0xfffff, (unsigned long long)fsx.bytes_written,
+	uint64_t late = sum_counter(obj, CNT_URING_LATE_BYTES);
+
+	printf("\nAOF file: %s on device %u:%u; %llu bytes written (%llu through io_uring), i_size grew %llu "
+	       "bytes; %llu flushes started below end of file, %llu grew by other than they wrote\n", fstype,
+	       obj->bss->aof_dev >> 20, obj->bss->aof_dev & 0xfffff,
+	       (unsigned long long)(fsx.bytes_written + late), (unsigned long long)(fsx.uring_bytes + late),
 	       (unsigned long long)fsx.size_growth, (unsigned long long)fsx.offset_mismatches,
 	       (unsigned long long)fsx.growth_mismatches);
+	if (late)
+		printf("io_uring writes submitted in a flush completed after it returned: %llu bytes\n",
+		       (unsigned long long)late);
 	printf("journal/log commits on it: %llu; main-thread fdatasyncs that forced one: %llu\n",
 	       (unsigned long long)sum_counter(obj, CNT_JOURNAL_COMMITS),
 	       (unsigned long long)fsx.syncs_with_commit);
@@ -1088,8 +1097,9 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 	       (unsigned long long)all.write_errors);
 	print_quantiles(&all.flush_write);
 	if (all.uring_enters)
-		printf("io_uring_enter() inside those flushes: %llu calls, %.1f us on average per flush\n",
-		       (unsigned long long)all.uring_enters, mean_us(all.uring_ns, all.flush.count));
+		printf("io_uring_enter() inside those flushes: %llu calls, %.1f us on average per flush; "
+		       "%llu bytes written through io_uring\n", (unsigned long long)all.uring_enters,
+		       mean_us(all.uring_ns, all.flush.count), (unsigned long long)all.uring_bytes);
 	for (int r = 0; r < ROLE_MAX; r++) {
 		if (!all.sync[r].count)
 			continue;
@@ -1209,6 +1219,7 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_dbl(&w, "write_total_us", us(all.flush_write.sum));
 	jw_u64(&w, "uring_enters", all.uring_enters);
 	jw_dbl(&w, "uring_enter_total_us", us(all.uring_ns));
+	jw_u64(&w, "uring_write_bytes", all.uring_bytes);
 	json_comps(&w, "components_us", &tot[OP_FLUSH]);
 	json_comp_quantiles(&w, &tot[OP_FLUSH]);
 	json_closure(&w, &tot[OP_FLUSH]);
@@ -1267,7 +1278,13 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_str(&w, "type", fstype);
 	jw_u64(&w, "dev_major", obj->bss->aof_dev >> 20);
 	jw_u64(&w, "dev_minor", obj->bss->aof_dev & 0xfffff);
-	jw_u64(&w, "bytes_written", fsx.bytes_written);
+	{
+		uint64_t late = sum_counter(obj, CNT_URING_LATE_BYTES);
+
+		jw_u64(&w, "bytes_written", fsx.bytes_written + late);
+		jw_u64(&w, "uring_bytes", fsx.uring_bytes + late);
+		jw_u64(&w, "uring_bytes_after_flush", late);
+	}
 	jw_u64(&w, "size_growth_bytes", fsx.size_growth);
 	jw_u64(&w, "journal_commits", sum_counter(obj, CNT_JOURNAL_COMMITS));
 	jw_obj(&w, "jbd2");
