@@ -207,6 +207,9 @@ def free_pid():
     ([], 2, "a pid is required"),
     (["-p", "SLEEPER", "extra"], 2, "unexpected argument"),
     (["--no-such-option"], 2, "unrecognized option"),
+    (["-p", "SLEEPER", "--lite", "-f", "x.folded"], 2, "--lite keeps no off-CPU stacks or timeline: -f needs"),
+    (["-p", "SLEEPER", "--lite", "-T", "x.json"], 2, "--lite keeps no off-CPU stacks or timeline: -T needs"),
+    (["-p", "SLEEPER", "--lite", "-t", "3"], 2, "--lite keeps no off-CPU stacks or timeline: -t needs"),
 ])
 def test_bad_input(args, code, message, sleeper):
     args = [{"FREE": free_pid(), "SLEEPER": sleeper.pid}.get(a, a) for a in args]

@@ -54,6 +54,8 @@ static struct env {
 	bool check;
 	bool verbose;
 	bool any;
+	bool lite;
+	bool top_set;
 } env;
 
 const char *argp_program_version = "aoftrace " AOFTRACE_VERSION;
@@ -62,6 +64,7 @@ static const char argp_program_doc[] =
 "Trace the AOF write path of a running valkey-server or redis-server.\n"
 "\n"
 "USAGE: aoftrace -p PID [-d SECONDS] [-i SECONDS] [-j FILE] [-f FILE] [-t N] [-b BINARY] [-a] [-v]\n"
+"       aoftrace -p PID --lite [-d SECONDS] [-i SECONDS] [-j FILE] [-b BINARY] [-a] [-v]\n"
 "       aoftrace --check\n"
 "\n"
 "EXAMPLES:\n"
@@ -73,9 +76,10 @@ static const char argp_program_doc[] =
 "    aoftrace -p 1234 -b ./src/valkey-server  # take symbols from this binary\n"
 "    aoftrace -p 1234 -a                    # any process: its fsyncs and io_uring requests\n"
 "    aoftrace -p 1234 -d 5 -T trace.json    # a timeline for Perfetto / chrome://tracing\n"
+"    aoftrace -p 1234 --lite -i 60          # left attached: latency, counts, durability checks\n"
 "    aoftrace --check                       # what this kernel offers the tool\n";
 
-enum { OPT_CHECK = 0x100, OPT_BTF };
+enum { OPT_CHECK = 0x100, OPT_BTF, OPT_LITE };
 
 static const struct argp_option opts[] = {
 	{ "pid", 'p', "PID", 0, "Process id of the server to trace", 0 },
@@ -89,6 +93,8 @@ static const struct argp_option opts[] = {
 	  "timeline to FILE", 0 },
 	{ "verbose", 'v', NULL, 0, "Print libbpf debug messages", 0 },
 	{ "any", 'a', NULL, 0, "Trace a process without flushAppendOnlyFile too (no flush figures)", 0 },
+	{ "lite", OPT_LITE, NULL, 0, "Low overhead, to leave attached: flush and fdatasync latency, counts, io_uring "
+	  "requests and the durability checks, without splitting them into components", 0 },
 	{ "check", OPT_CHECK, NULL, 0, "Report what this kernel offers and exit", 0 },
 	{ "btf", OPT_BTF, "FILE", 0, "Kernel BTF to use (default: /sys/kernel/btf/vmlinux)", 0 },
 	{ NULL, 'h', NULL, OPTION_HIDDEN, "Show the full help", 0 },
@@ -156,12 +162,16 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 		if (errno || end == arg || *end || v < 0 || v > 1000)
 			argp_error(state, "invalid top: '%s' (0 to 1000)", arg);
 		env.top = v;
+		env.top_set = true;
 		break;
 	case 'v':
 		env.verbose = true;
 		break;
 	case 'a':
 		env.any = true;
+		break;
+	case OPT_LITE:
+		env.lite = true;
 		break;
 	case OPT_CHECK:
 		env.check = true;
@@ -178,6 +188,9 @@ static error_t parse_arg(int key, char *arg, struct argp_state *state)
 	case ARGP_KEY_END:
 		if (!env.check && !env.pid)
 			argp_error(state, "a pid is required (-p PID)");
+		if (env.lite && (env.folded_path || env.timeline_path || env.top_set))
+			argp_error(state, "--lite keeps no off-CPU stacks or timeline: %s needs the full mode",
+				   env.folded_path ? "-f" : env.timeline_path ? "-T" : "-t");
 		break;
 	default:
 		return ARGP_ERR_UNKNOWN;
@@ -704,14 +717,17 @@ static void print_attribution(void)
 		op_total(op, &tot[op]);
 	if (!tot[OP_FLUSH].wall.count && !tot[OP_SYNC].wall.count)
 		return;
-	printf("\nWhere the time went: mean usecs per operation, without | with a forked child alive\n");
+	if (env.lite)
+		printf("\nFlushes and fdatasyncs, without | with a forked child alive (--lite: not split into parts)\n");
+	else
+		printf("\nWhere the time went: mean usecs per operation, without | with a forked child alive\n");
 	printf("%-20s %11s %11s %11s %11s %11s %11s\n", "", "flush", "flush+child", "write",
 	       "write+child", "fdatasync", "fdsync+child");
 	printf("%-20s", "operations");
 	for (int i = 0; i < ncols; i++)
 		printf(" %11llu", (unsigned long long)ops[cols[i][0]][cols[i][1]].wall.count);
 	printf("\n");
-	for (int c = 0; c < COMP_MAX; c++) {
+	for (int c = 0; c < COMP_MAX && !env.lite; c++) {
 		bool any = false;
 
 		for (int op = 0; op < OP_MAX; op++)
@@ -726,22 +742,32 @@ static void print_attribution(void)
 		}
 		printf("\n");
 	}
-	printf("%-20s", "unattributed");
-	for (int i = 0; i < ncols; i++) {
-		const struct opstat *o = &ops[cols[i][0]][cols[i][1]];
+	if (!env.lite) {
+		printf("%-20s", "unattributed");
+		for (int i = 0; i < ncols; i++) {
+			const struct opstat *o = &ops[cols[i][0]][cols[i][1]];
 
-		printf(" %11.1f", o->wall.count ? ((double)o->wall.sum - comp_sum(o)) / 1000.0 / o->wall.count : 0);
+			printf(" %11.1f", o->wall.count ? ((double)o->wall.sum - comp_sum(o)) / 1000.0 / o->wall.count : 0);
+		}
+		printf("\n");
 	}
-	printf("\n%-20s", "wall (measured)");
+	printf("%-20s", env.lite ? "mean usecs" : "wall (measured)");
 	for (int i = 0; i < ncols; i++) {
 		const struct opstat *o = &ops[cols[i][0]][cols[i][1]];
 
 		printf(" %11.1f", mean_us(o->wall.sum, o->wall.count));
 	}
-	printf("\nclosure (components / wall): flush %.2f%%, write %.2f%%, fdatasync %.2f%%\n",
-	       tot[OP_FLUSH].wall.sum ? 100.0 * comp_sum(&tot[OP_FLUSH]) / tot[OP_FLUSH].wall.sum : 0,
-	       tot[OP_WRITE].wall.sum ? 100.0 * comp_sum(&tot[OP_WRITE]) / tot[OP_WRITE].wall.sum : 0,
-	       tot[OP_SYNC].wall.sum ? 100.0 * comp_sum(&tot[OP_SYNC]) / tot[OP_SYNC].wall.sum : 0);
+	if (env.lite) {
+		printf("\n%-20s", "p99 usecs");
+		for (int i = 0; i < ncols; i++)
+			printf(" %11.1f", us(lhist_quantile(&ops[cols[i][0]][cols[i][1]].wall, 0.99)));
+		printf("\n");
+	} else {
+		printf("\nclosure (components / wall): flush %.2f%%, write %.2f%%, fdatasync %.2f%%\n",
+		       tot[OP_FLUSH].wall.sum ? 100.0 * comp_sum(&tot[OP_FLUSH]) / tot[OP_FLUSH].wall.sum : 0,
+		       tot[OP_WRITE].wall.sum ? 100.0 * comp_sum(&tot[OP_WRITE]) / tot[OP_WRITE].wall.sum : 0,
+		       tot[OP_SYNC].wall.sum ? 100.0 * comp_sum(&tot[OP_SYNC]) / tot[OP_SYNC].wall.sum : 0);
+	}
 
 	/* What a live child changes, component by component, for the operations a client waits on. */
 	for (int op = 0; op < OP_MAX; op += 2) {
@@ -767,7 +793,7 @@ static void print_attribution(void)
 				}
 		printf("With a child alive, %s took %+.1f us on average (%.1f -> %.1f us, %+.0f%%)", op_names[op],
 		       wb - wa, wa, wb, wa > 0 ? 100.0 * (wb - wa) / wa : 0.0);
-		for (int i = 0; i < COMP_MAX && shown < 3; i++) {
+		for (int i = 0; i < COMP_MAX && shown < 3 && !env.lite; i++) {
 			if (d[order[i]] <= 0.05 * (wb > wa ? wb - wa : 1))
 				break;
 			printf("%s %s %+.1f us", shown ? "," : "; grew most:", comp_labels[order[i]], d[order[i]]);
@@ -982,9 +1008,13 @@ static void print_fs_block(struct aoftrace_bpf *obj)
 	if (late)
 		printf("io_uring writes submitted in a flush completed after it returned: %llu bytes\n",
 		       (unsigned long long)late);
-	printf("journal/log commits on it: %llu; main-thread fdatasyncs that forced one: %llu\n",
-	       (unsigned long long)sum_counter(obj, CNT_JOURNAL_COMMITS),
-	       (unsigned long long)fsx.syncs_with_commit);
+	/* ext4's forced commits are seen at the jbd2 wake-up (sched_waking): not loaded by --lite */
+	if (env.lite)
+		printf("journal/log commits on it: %llu\n", (unsigned long long)sum_counter(obj, CNT_JOURNAL_COMMITS));
+	else
+		printf("journal/log commits on it: %llu; main-thread fdatasyncs that forced one: %llu\n",
+		       (unsigned long long)sum_counter(obj, CNT_JOURNAL_COMMITS),
+		       (unsigned long long)fsx.syncs_with_commit);
 	{
 		uint64_t n = sum_counter(obj, CNT_JBD2_COMMITS), x = sum_counter(obj, CNT_XLOG_WRITES);
 
@@ -1081,7 +1111,8 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 {
 	uint64_t calls = sum_counter(obj, CNT_FLUSH_CALLS), empty = sum_counter(obj, CNT_FLUSH_EMPTY);
 
-	printf("\n%s pid %d: %.1f s traced\n", target_comm, env.pid, window);
+	printf("\n%s pid %d: %.1f s traced%s\n", target_comm, env.pid, window,
+	       env.lite ? " (--lite: latency, counts, io_uring requests, durability; no components)" : "");
 	{
 		char off[512];
 
@@ -1118,7 +1149,8 @@ static void print_report(struct aoftrace_bpf *obj, double window)
 		       (unsigned long long)sum_counter(obj, CNT_SLEEPS_HINTED),
 		       (unsigned long long)sum_counter(obj, CNT_HINT_CHECKS),
 		       (unsigned long long)sum_counter(obj, CNT_HINT_MISMATCHES));
-	print_top_stacks(obj);
+	if (!env.lite)
+		print_top_stacks(obj);
 	print_fs_block(obj);
 	{
 		struct dur_counts dc;
@@ -1172,13 +1204,21 @@ static void json_comp_quantiles(struct jw *w, const struct opstat *o)
 	jw_obj_end(w);
 }
 
+/* The split of an operation into components; --lite has none (docs/reliability.md, "Modes"). */
+static void json_split(struct jw *w, const struct opstat *o)
+{
+	if (env.lite)
+		return;
+	json_comps(w, "components_us", o);
+	json_comp_quantiles(w, o);
+	json_closure(w, o);
+}
+
 static void json_op(struct jw *w, const char *key, const struct opstat *o)
 {
 	jw_obj(w, key);
 	json_lhist(w, &o->wall);
-	json_comps(w, "components_us", o);
-	json_comp_quantiles(w, o);
-	json_closure(w, o);
+	json_split(w, o);
 	jw_obj_end(w);
 }
 
@@ -1196,6 +1236,7 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_begin(&w, f);
 	jw_str(&w, "schema", "aoftrace/1");
 	jw_str(&w, "version", AOFTRACE_VERSION);
+	jw_str(&w, "mode", env.lite ? "lite" : "full");
 	jw_obj(&w, "target");
 	jw_i64(&w, "pid", env.pid);
 	jw_str(&w, "exe", target_exe);
@@ -1220,10 +1261,9 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "uring_enters", all.uring_enters);
 	jw_dbl(&w, "uring_enter_total_us", us(all.uring_ns));
 	jw_u64(&w, "uring_write_bytes", all.uring_bytes);
-	json_comps(&w, "components_us", &tot[OP_FLUSH]);
-	json_comp_quantiles(&w, &tot[OP_FLUSH]);
-	json_closure(&w, &tot[OP_FLUSH]);
-	json_comps(&w, "write_components_us", &tot[OP_WRITE]);
+	json_split(&w, &tot[OP_FLUSH]);
+	if (!env.lite)
+		json_comps(&w, "write_components_us", &tot[OP_WRITE]);
 	jw_obj_end(&w);
 	/* fdatasync: the main thread's fdatasync+fsync, the ones a client waits for. */
 	jw_obj(&w, "fdatasync");
@@ -1231,10 +1271,9 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	jw_u64(&w, "fdatasync_calls", all.sync_calls[ROLE_MAIN][SYNC_FDATASYNC]);
 	jw_u64(&w, "fsync_calls", all.sync_calls[ROLE_MAIN][SYNC_FSYNC]);
 	jw_u64(&w, "errors", all.sync_errors[ROLE_MAIN]);
-	jw_u64(&w, "forced_commits", fsx.syncs_with_commit);
-	json_comps(&w, "components_us", &tot[OP_SYNC]);
-	json_comp_quantiles(&w, &tot[OP_SYNC]);
-	json_closure(&w, &tot[OP_SYNC]);
+	if (!env.lite)
+		jw_u64(&w, "forced_commits", fsx.syncs_with_commit);
+	json_split(&w, &tot[OP_SYNC]);
 	jw_obj_end(&w);
 	jw_obj(&w, "by_rewrite");
 	for (int rw = 0; rw < RW_MAX; rw++) {
@@ -1287,47 +1326,53 @@ static void write_json(FILE *f, struct aoftrace_bpf *obj, double window)
 	}
 	jw_u64(&w, "size_growth_bytes", fsx.size_growth);
 	jw_u64(&w, "journal_commits", sum_counter(obj, CNT_JOURNAL_COMMITS));
-	jw_obj(&w, "jbd2");
-	jw_u64(&w, "commits", sum_counter(obj, CNT_JBD2_COMMITS));
-	jw_dbl(&w, "start_us", us(sum_counter(obj, CNT_JBD2_START_NS)));
-	jw_dbl(&w, "locked_us", us(sum_counter(obj, CNT_JBD2_LOCKED_NS)));
-	jw_dbl(&w, "flushing_us", us(sum_counter(obj, CNT_JBD2_FLUSHING_NS)));
-	jw_dbl(&w, "logging_us", us(sum_counter(obj, CNT_JBD2_LOGGING_NS)));
-	jw_obj_end(&w);
-	jw_obj(&w, "xfs_log");
-	jw_u64(&w, "iclog_writes", sum_counter(obj, CNT_XLOG_WRITES));
-	jw_dbl(&w, "iclog_write_us", us(sum_counter(obj, CNT_XLOG_WRITE_NS)));
-	jw_obj_end(&w);
+	if (!env.lite) {	/* the phases come from programs --lite does not load */
+		jw_obj(&w, "jbd2");
+		jw_u64(&w, "commits", sum_counter(obj, CNT_JBD2_COMMITS));
+		jw_dbl(&w, "start_us", us(sum_counter(obj, CNT_JBD2_START_NS)));
+		jw_dbl(&w, "locked_us", us(sum_counter(obj, CNT_JBD2_LOCKED_NS)));
+		jw_dbl(&w, "flushing_us", us(sum_counter(obj, CNT_JBD2_FLUSHING_NS)));
+		jw_dbl(&w, "logging_us", us(sum_counter(obj, CNT_JBD2_LOGGING_NS)));
+		jw_obj_end(&w);
+		jw_obj(&w, "xfs_log");
+		jw_u64(&w, "iclog_writes", sum_counter(obj, CNT_XLOG_WRITES));
+		jw_dbl(&w, "iclog_write_us", us(sum_counter(obj, CNT_XLOG_WRITE_NS)));
+		jw_obj_end(&w);
+	}
 	jw_u64(&w, "offset_mismatches", fsx.offset_mismatches);
 	jw_u64(&w, "growth_mismatches", fsx.growth_mismatches);
 	jw_obj_end(&w);
-	read_blkstats(obj, bs);
-	jw_obj(&w, "block");
-	for (int i = 0; i < ISS_MAX; i++) {
-		jw_obj(&w, issuer_names[i]);
-		for (int k = 0; k < RQ_MAX; k++) {
-			jw_obj(&w, rqkind_names[k]);
-			jw_u64(&w, "count", bs[i][k].count);
-			jw_u64(&w, "bytes", bs[i][k].bytes);
-			jw_dbl(&w, "avg_us", bs[i][k].count ? us(bs[i][k].lat_ns) / bs[i][k].count : 0);
-			jw_dbl(&w, "max_us", us(bs[i][k].max_ns));
+	if (!env.lite) {
+		read_blkstats(obj, bs);
+		jw_obj(&w, "block");
+		for (int i = 0; i < ISS_MAX; i++) {
+			jw_obj(&w, issuer_names[i]);
+			for (int k = 0; k < RQ_MAX; k++) {
+				jw_obj(&w, rqkind_names[k]);
+				jw_u64(&w, "count", bs[i][k].count);
+				jw_u64(&w, "bytes", bs[i][k].bytes);
+				jw_dbl(&w, "avg_us", bs[i][k].count ? us(bs[i][k].lat_ns) / bs[i][k].count : 0);
+				jw_dbl(&w, "max_us", us(bs[i][k].max_ns));
+				jw_obj_end(&w);
+			}
 			jw_obj_end(&w);
 		}
 		jw_obj_end(&w);
 	}
-	jw_obj_end(&w);
 	{
 		struct dur_counts dc;
 
 		dur_read(obj, &dc);
 		dur_json(&w, &dc);
 	}
-	jw_obj(&w, "sleeps");
-	jw_u64(&w, "unwound", sum_counter(obj, CNT_SLEEPS_UNWOUND));
-	jw_u64(&w, "hinted", sum_counter(obj, CNT_SLEEPS_HINTED));
-	jw_u64(&w, "hint_checks", sum_counter(obj, CNT_HINT_CHECKS));
-	jw_u64(&w, "hint_mismatches", sum_counter(obj, CNT_HINT_MISMATCHES));
-	jw_obj_end(&w);
+	if (!env.lite) {
+		jw_obj(&w, "sleeps");
+		jw_u64(&w, "unwound", sum_counter(obj, CNT_SLEEPS_UNWOUND));
+		jw_u64(&w, "hinted", sum_counter(obj, CNT_SLEEPS_HINTED));
+		jw_u64(&w, "hint_checks", sum_counter(obj, CNT_HINT_CHECKS));
+		jw_u64(&w, "hint_mismatches", sum_counter(obj, CNT_HINT_MISMATCHES));
+		jw_obj_end(&w);
+	}
 	jw_u64(&w, "lost_events", sum_counter(obj, CNT_LOST));
 	jw_end(&w);
 }
@@ -1658,6 +1703,37 @@ static void attach_flush(struct aoftrace_bpf *obj, struct bpf_link **links)
 	}
 }
 
+/*
+ * --lite: what runs per scheduler event, per lock contention and per block request is not loaded: the
+ * split of each operation into components (sleeps, locks, run-queue chains of kernel threads), block
+ * requests, jbd2 commit phases and XFS iclog writes. What stays runs per flush, per syscall the server
+ * makes, per io_uring request and per journal commit (docs/reliability.md, "Modes").
+ */
+static const char *const full_only_progs[] = {
+	"sched_switch", "sched_waking", "contention_begin", "contention_end",
+	"folio_wait_writeback", "xfs_log_cil_wait", "xlog_iclog_wait_on", "balance_dirty_pages",
+	"jbd2_start_commit", "jbd2_commit_locking", "jbd2_commit_flushing", "jbd2_commit_logging",
+	"xlog_iclog_sync", "xlog_iclog_sync_done", "block_rq_issue", "block_rq_complete",
+};
+
+static void lite_mode(struct aoftrace_bpf *obj)
+{
+	/* maps only those programs use: one entry each, not megabytes of kernel memory */
+	struct bpf_map *unused[] = {
+		obj->maps.stacks, obj->maps.stack_comp, obj->maps.offstacks, obj->maps.kthread_rqs,
+		obj->maps.inflight, obj->maps.jbd2_commits, obj->maps.iclog_writes, obj->maps.kranges,
+	};
+
+	for (size_t i = 0; i < sizeof(full_only_progs) / sizeof(full_only_progs[0]); i++) {
+		struct bpf_program *prog = bpf_object__find_program_by_name(obj->obj, full_only_progs[i]);
+
+		if (prog)
+			bpf_program__set_autoload(prog, false);
+	}
+	for (size_t i = 0; i < sizeof(unused) / sizeof(unused[0]); i++)
+		bpf_map__set_max_entries(unused[i], 1);
+}
+
 int main(int argc, char **argv)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, open_opts);
@@ -1701,8 +1777,7 @@ int main(int argc, char **argv)
 	syscall_tps = private_tracefs();
 	resolve_uprobes(attach_path);
 	open_uprobes(attach_path);
-	err = pthread_create(&kr.thread, NULL, kranges_thread, NULL);
-	if (err)
+	if (!env.lite && (err = pthread_create(&kr.thread, NULL, kranges_thread, NULL)))
 		die("cannot start a thread: %s", strerror(err));
 
 	open_opts.btf_custom_path = env.btf_path;
@@ -1722,8 +1797,10 @@ int main(int argc, char **argv)
 	 * The ring is mapped twice and its pages stay resident once written: 1 MB (2 MB of RSS) holds over
 	 * a second of flush, sync and io_uring records here; a timeline also sends every block request.
 	 */
-	obj->rodata->ring_size = env.timeline_path ? 8 << 20 : 1 << 20;
+	obj->rodata->ring_size = env.timeline_path ? 8 << 20 : env.lite ? 256 << 10 : 1 << 20;
 	bpf_map__set_max_entries(obj->maps.events, obj->rodata->ring_size);
+	if (env.lite)
+		lite_mode(obj);
 	bpf_program__set_autoload(obj->progs.sys_enter, !syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_exit, !syscall_tps);
 	bpf_program__set_autoload(obj->progs.sys_enter_tp, syscall_tps);
@@ -1735,7 +1812,7 @@ int main(int argc, char **argv)
 			strerror(-err));
 		goto cleanup;
 	}
-	err = kranges_install(obj);
+	err = env.lite ? 0 : kranges_install(obj);
 	if (err)
 		goto cleanup;
 	err = aoftrace_bpf__attach(obj);
@@ -1750,7 +1827,7 @@ int main(int argc, char **argv)
 	iowq_at_start = count_iowq_workers(env.pid);
 	obj->bss->iowq_alive = iowq_at_start;
 	obj->bss->iowq_max_alive = iowq_at_start;
-	uring_init(btf_file());
+	uring_init(btf_file(), env.lite);
 
 	if (env.json_path) {
 		/* Opened only once attached, so a failed start leaves the user's file alone. */

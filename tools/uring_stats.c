@@ -34,10 +34,12 @@ static struct span *spans;
 static size_t nspans, spans_dropped;
 
 static const char *op_btf_path;
+static bool counts_only;
 
 /* Opcode names come from the kernel's BTF, parsed on first use: not on the start-up path. */
-void uring_init(const char *btf_path)
+void uring_init(const char *btf_path, bool counts_only_)
 {
+	counts_only = counts_only_;
 	op_btf_path = btf_path;
 }
 
@@ -101,24 +103,26 @@ void uring_add(const struct aof_ureq_event *e)
 	o->short_ += !!(e->flags & UF_SHORT);
 	o->aof += !!(e->flags & UF_AOF);
 	lhist_add(&o->lat, e->complete_ns - e->submit_ns);
-	if (e->worker) {
-		if (e->punt_ns && e->start_ns >= e->punt_ns)
-			lhist_add(&o->queue, e->start_ns - e->punt_ns);
-		lhist_add(&o->run, e->complete_ns - e->start_ns);
-		for (int c = 0; c < COMP_MAX; c++)
-			o->comp[c] += e->comp[c];
-		for (i = 0; i < o->nworkers && o->workers[i] != e->worker; i++)
-			;
-		if (i == o->nworkers && i < MAX_WORKERS)
-			o->workers[o->nworkers++] = e->worker;
-		if (!spans)
-			spans = malloc(MAX_SPANS * sizeof(*spans));
-		if (spans && nspans < MAX_SPANS)
-			spans[nspans++] = (struct span){ e->inode, e->start_ns, e->complete_ns, e->submitter,
-							 e->opcode };
-		else
-			spans_dropped++;
-	}
+	if (!e->worker)
+		return;
+	for (i = 0; i < o->nworkers && o->workers[i] != e->worker; i++)
+		;
+	if (i == o->nworkers && i < MAX_WORKERS)
+		o->workers[o->nworkers++] = e->worker;
+	/* when a worker began a request is read at its scheduler events: not loaded by --lite */
+	if (counts_only)
+		return;
+	if (e->punt_ns && e->start_ns >= e->punt_ns)
+		lhist_add(&o->queue, e->start_ns - e->punt_ns);
+	lhist_add(&o->run, e->complete_ns - e->start_ns);
+	for (int c = 0; c < COMP_MAX; c++)
+		o->comp[c] += e->comp[c];
+	if (!spans)
+		spans = malloc(MAX_SPANS * sizeof(*spans));
+	if (spans && nspans < MAX_SPANS)
+		spans[nspans++] = (struct span){ e->inode, e->start_ns, e->complete_ns, e->submitter, e->opcode };
+	else
+		spans_dropped++;
 }
 
 bool uring_any(void)
@@ -223,6 +227,15 @@ void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_
 
 		if (!o)
 			continue;
+		if (counts_only) {
+			fprintf(f, "%-12s %8llu %7llu %7llu %7llu %6llu %5llu %9.1f %9.1f %9s %9s %8s %4d\n",
+				uring_op_name(op), (unsigned long long)o->requests, (unsigned long long)o->inline_,
+				(unsigned long long)o->punted, (unsigned long long)o->hashed,
+				(unsigned long long)o->failed, (unsigned long long)o->short_,
+				us(lhist_quantile(&o->lat, 0.5)), us(lhist_quantile(&o->lat, 0.99)), "-", "-", "-",
+				o->nworkers);
+			continue;
+		}
 		fprintf(f, "%-12s %8llu %7llu %7llu %7llu %6llu %5llu %9.1f %9.1f %9.1f %9.1f %8d %4d\n", uring_op_name(op),
 			(unsigned long long)o->requests, (unsigned long long)o->inline_,
 			(unsigned long long)o->punted, (unsigned long long)o->hashed,
@@ -245,7 +258,7 @@ void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_
 	if (w->reaped)
 		fprintf(f, "complete to reap (the submitter's return from io_uring_enter): %.1f us on average, "
 			"%llu completions\n", us(w->reap_ns) / w->reaped, (unsigned long long)w->reaped);
-	if (w->ncpus) {
+	if (w->ncpus && !counts_only) {
 		fprintf(f, "io-wq workers on CPU:");
 		for (int c = 0; c < w->ncpus; c++)
 			fprintf(f, " cpu%d %.1f ms", c, w->oncpu_ns[c] / 1e6);
@@ -281,6 +294,11 @@ void uring_json(struct jw *w, const struct uring_workers *wk, const char *const 
 		jw_u64(w, "short", o->short_);
 		jw_u64(w, "aof", o->aof);
 		json_q(w, "latency_us", &o->lat);
+		if (counts_only) {
+			jw_u64(w, "workers_used", o->nworkers);
+			jw_obj_end(w);
+			continue;
+		}
 		json_q(w, "queue_us", &o->queue);
 		json_q(w, "run_us", &o->run);
 		jw_obj(w, "worker_components_us");
