@@ -46,7 +46,14 @@ AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/uprobe_helpers.c t
 		 tools/durability.c
 AOFTRACE_HDRS := tools/trace_helpers.h tools/uprobe_helpers.h tools/offcpu.h tools/uring_stats.h tools/timeline.h bpf/aoftrace.h \
 		 tools/durability.h \
-		 bpf/classify.h
+		 bpf/classify.h $(BUILD)/io_uring_ops.h
+
+# io_uring opcode names, by number (a uapi ABI: numbers never change), taken from vmlinux.h into a table: parsing
+# the kernel's BTF for them at report time cost ~11 MB of RSS with libbpf 1.1, more than --lite holds attached.
+$(BUILD)/io_uring_ops.h: $(VMLINUX) | $(BUILD)
+	awk '/^enum io_uring_op \{/ { on = 1; next } on && /^\};/ { exit } \
+	     on && /IORING_OP_/ { gsub(/[\t,]/, ""); split($$0, a, " = "); n = substr(a[1], 11); \
+	                          if (n != "LAST") printf "\t[%s] = \"%s\",\n", a[2], n }' $< > $@
 
 $(BUILD)/aoftrace: $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(SKELS) | $(BUILD)
 	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lelf -lm -lpthread
@@ -80,7 +87,7 @@ $(BUILD)/floor/aoftrace.skel.h: $(BUILD)/floor/aoftrace.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@
 
 $(BUILD)/floor/aoftrace: $(AOFTRACE_SRCS) $(AOFTRACE_HDRS) $(BUILD)/floor/aoftrace.skel.h
-	$(CC) $(CFLAGS) -I$(BUILD)/floor -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lelf -lm -lpthread
+	$(CC) $(CFLAGS) -I$(BUILD)/floor -I$(BUILD) -Ibpf -Itools $(AOFTRACE_SRCS) -o $@ $(LIBBPF_LIBS) -lelf -lm -lpthread
 
 $(BUILD)/test_lhist: tests/test_lhist.c tools/trace_helpers.c tools/trace_helpers.h | $(BUILD)
 	$(CC) $(CFLAGS) -Itools tests/test_lhist.c tools/trace_helpers.c -o $@ -lm

@@ -751,6 +751,12 @@ static __always_inline void fs_sync_begin(struct inode *inode)
 	}
 }
 
+/* Every write and fsync of these file systems comes here: the target test first, before reading a pointer. */
+static __always_inline bool from_target(void)
+{
+	return (__u32)(bpf_get_current_pid_tgid() >> 32) == targ_tgid;
+}
+
 /*
  * Pointers are read with BPF_CORE_READ, not followed through BTF: each BTF pointer load makes the 6.18
  * verifier look up "<struct>__safe_*" names in a linear scan of the kernel's BTF, ~1 ms of start-up.
@@ -758,6 +764,8 @@ static __always_inline void fs_sync_begin(struct inode *inode)
 SEC("tp_btf/xfs_file_buffered_write")
 int BPF_PROG(xfs_file_buffered_write, struct kiocb *iocb, struct iov_iter *from)
 {
+	if (!from_target())
+		return 0;
 	fs_write(BPF_CORE_READ(iocb, ki_filp, f_inode), iocb->ki_pos, from->count);
 	return 0;
 }
@@ -765,6 +773,8 @@ int BPF_PROG(xfs_file_buffered_write, struct kiocb *iocb, struct iov_iter *from)
 SEC("tp_btf/xfs_file_direct_write")
 int BPF_PROG(xfs_file_direct_write, struct kiocb *iocb, struct iov_iter *from)
 {
+	if (!from_target())
+		return 0;
 	fs_write(BPF_CORE_READ(iocb, ki_filp, f_inode), iocb->ki_pos, from->count);
 	return 0;
 }
@@ -773,6 +783,8 @@ int BPF_PROG(xfs_file_direct_write, struct kiocb *iocb, struct iov_iter *from)
 SEC("tp_btf/ext4_da_write_begin")
 int BPF_PROG(ext4_da_write_begin, struct inode *inode, loff_t pos, unsigned int len)
 {
+	if (!from_target())
+		return 0;
 	fs_write(inode, pos, len);
 	return 0;
 }
@@ -780,6 +792,8 @@ int BPF_PROG(ext4_da_write_begin, struct inode *inode, loff_t pos, unsigned int 
 SEC("tp_btf/ext4_write_begin")
 int BPF_PROG(ext4_write_begin, struct inode *inode, loff_t pos, unsigned int len)
 {
+	if (!from_target())
+		return 0;
 	fs_write(inode, pos, len);
 	return 0;
 }
@@ -787,6 +801,8 @@ int BPF_PROG(ext4_write_begin, struct inode *inode, loff_t pos, unsigned int len
 SEC("tp_btf/xfs_file_fsync")
 int BPF_PROG(xfs_file_fsync, struct xfs_inode *ip)
 {
+	if (!from_target())
+		return 0;
 	fs_sync_begin((struct inode *)((void *)ip + bpf_core_field_offset(struct xfs_inode, i_vnode)));
 	return 0;
 }
@@ -794,6 +810,8 @@ int BPF_PROG(xfs_file_fsync, struct xfs_inode *ip)
 SEC("tp_btf/ext4_sync_file_enter")
 int BPF_PROG(ext4_sync_file_enter, struct file *file, int datasync)
 {
+	if (!from_target())
+		return 0;
 	fs_sync_begin(BPF_CORE_READ(file, f_inode));
 	return 0;
 }

@@ -1827,7 +1827,7 @@ int main(int argc, char **argv)
 	iowq_at_start = count_iowq_workers(env.pid);
 	obj->bss->iowq_alive = iowq_at_start;
 	obj->bss->iowq_max_alive = iowq_at_start;
-	uring_init(btf_file(), env.lite);
+	uring_init(env.lite);
 
 	if (env.json_path) {
 		/* Opened only once attached, so a failed start leaves the user's file alone. */

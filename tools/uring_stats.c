@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <bpf/btf.h>
 #include "uring_stats.h"
 
 #define MAX_OPS		256
@@ -29,52 +28,24 @@ struct span {
 };
 
 static struct opstats *ops[MAX_OPS];
-static char *op_names[MAX_OPS];
+/* Names as the kernel's tracepoints print them (enum io_uring_op less IORING_OP_), generated from vmlinux.h. */
+static const char *const op_names[MAX_OPS] = {
+#include "io_uring_ops.h"
+};
 static struct span *spans;
 static size_t nspans, spans_dropped;
 
-static const char *op_btf_path;
 static bool counts_only;
 
-/* Opcode names come from the kernel's BTF, parsed on first use: not on the start-up path. */
-void uring_init(const char *btf_path, bool counts_only_)
+void uring_init(bool counts_only_)
 {
 	counts_only = counts_only_;
-	op_btf_path = btf_path;
-}
-
-static void load_op_names(void)
-{
-	struct btf *btf;
-	int id;
-
-	if (!op_btf_path)
-		return;
-	btf = btf__parse(op_btf_path, NULL);
-	op_btf_path = NULL;
-	if (!btf)
-		return;
-	id = btf__find_by_name_kind(btf, "io_uring_op", BTF_KIND_ENUM);
-	if (id > 0) {
-		const struct btf_type *t = btf__type_by_id(btf, id);
-		const struct btf_enum *e = btf_enum(t);
-
-		for (int i = 0; i < btf_vlen(t); i++, e++) {
-			const char *name = btf__name_by_offset(btf, e->name_off);
-
-			if (e->val >= 0 && e->val < MAX_OPS && !strncmp(name, "IORING_OP_", 10) &&
-			    strcmp(name, "IORING_OP_LAST"))
-				op_names[e->val] = strdup(name + 10);
-		}
-	}
-	btf__free(btf);
 }
 
 const char *uring_op_name(int op)
 {
 	static char buf[16];
 
-	load_op_names();
 	if (op >= 0 && op < MAX_OPS && op_names[op])
 		return op_names[op];
 	snprintf(buf, sizeof(buf), "OP_%d", op);
@@ -342,9 +313,7 @@ void uring_free(void)
 {
 	for (int i = 0; i < MAX_OPS; i++) {
 		free(ops[i]);
-		free(op_names[i]);
 		ops[i] = NULL;
-		op_names[i] = NULL;
 	}
 	free(spans);
 	spans = NULL;

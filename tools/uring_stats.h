@@ -18,11 +18,10 @@ struct uring_workers {
 };
 
 /*
- * Opcode names as the kernel's tracepoints print them, from `enum io_uring_op` in the BTF at path.
  * counts_only (--lite): requests, their outcome, latency and workers, but no queue, run or parallelism
  * figures: those need the scheduler programs, which --lite does not load.
  */
-void uring_init(const char *btf_path, bool counts_only);
+void uring_init(bool counts_only);
 void uring_add(const struct aof_ureq_event *e);
 const char *uring_op_name(int op);	/* "WRITE", "FSYNC", ... or "OP_<n>"; not reentrant for unknown ops */
 bool uring_any(void);

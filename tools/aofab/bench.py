@@ -1,15 +1,16 @@
 """`make bench`: the overhead of tracing. Debian's redis-server (appendfsync always) on a loop-mounted XFS
 image, driven by redis-benchmark SET, untraced vs traced by aoftrace in its full attribution mode (the default)
-vs traced by an equivalent bpftrace script (BPFTRACE below) vs the floor (aoftrace with every BPF program empty:
+vs aoftrace --lite (the mode to leave attached) vs traced by an equivalent bpftrace script (BPFTRACE below) vs the floor (aoftrace with every BPF program empty:
 what the hooks alone cost), in interleaved rounds whose order rotates each round. Prints, from one run: median
 ops/s per mode and the ratio of medians to untraced (with the per-round ratios' min/max), each tracer's time
 from launch to attached, its peak RSS, the events per second it handled and the events it lost; then one more
-aoftrace run and one more floor run with BPF run-time statistics on, for each program's cost per flush, and
+aoftrace run, one more --lite run and one more floor run with BPF run-time statistics on, for each program's
+cost per flush, and
 what the hooks cost other processes (a write(2) loop and a pipe ping-pong), from which it prints the syscall
 hooks' own cost per flush. A benchmark, not a test: it asserts nothing and exits 0 whatever the figures.
 
     PYTHONPATH=tools .venv/bin/python -m aofab.bench [--reps 5] [--requests N] [--cpus SERVER:BENCH]
-        [--modes untraced,aoftrace,bpftrace,floor] [--out FILE]
+        [--modes untraced,aoftrace,lite,bpftrace,floor] [--out FILE]
 
 Every setting may be empty, meaning its default (so make can pass its variables through unchanged).
 Resources (loop device, mount, tracefs, processes) live in context managers; SIGINT/SIGTERM unwind them,
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import ctypes
 import json
+import math
 import os
 import re
 import shutil
@@ -36,14 +38,18 @@ import time
 from . import env, tracing
 from .runab import UsageError, _int   # the same settings parsing as run-ab
 
-MODES = ("untraced", "aoftrace", "bpftrace", "floor")
+MODES = ("untraced", "aoftrace", "lite", "bpftrace", "floor")
+AOFTRACE_MODES = {"aoftrace": (), "lite": ("--lite",)}   # the aoftrace modes and their options
+PROFILE_KEY = {"aoftrace": "profile", "lite": "profile_lite"}   # where bench.json keeps each one's profile
 # floor: aoftrace built with -DAOF_FLOOR (make bench builds it): every BPF program returns at its first
 # instruction, attached where the real ones are, so its runs price the hooks alone (docs/reliability.md).
 FLOOR_AOFTRACE = os.path.join(env.BUILD, "floor", "aoftrace")
 CLIENTS, VALUE_SIZE, KEYSPACE = 50, 100, 100000
 IMAGE_MB = 1024
 DEFAULT_REPS, DEFAULT_REQUESTS = 5, 300000   # about 8-10 s per untraced run here
-TARGETS = {"ratio": 0.99, "ready_s": 0.1, "rss_mb": 15.0}
+# The targets per aoftrace mode (docs/reliability.md); a ratio within 1 % of 1 is what "resolved" means below.
+TARGETS = {"aoftrace": {"ratio": 0.99, "ready_s": 0.1, "rss_mb": 15.0},
+           "lite": {"ratio": 0.99, "ready_s": 0.1, "rss_mb": 10.0}}
 READY_TIMEOUT, STOP_TIMEOUT = 30.0, 30.0
 
 # The bpftrace equivalent of what aoftrace times at the least: every flushAppendOnlyFile() call (uprobe +
@@ -132,20 +138,32 @@ def attach_fds(pid):
     return n
 
 
-def vm_hwm_kb(pid):
+def vm_hwm_kb(pid, field="VmHWM"):
+    """VmHWM (the peak resident memory) or another /proc/PID/status figure in kB: VmRSS, what it holds now."""
     with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return None
+
+
+def reset_hwm(pid):
+    """The VmHWM of `pid` so far, then reset to its current RSS (clear_refs 5, Linux 4.0+): from here on VmHWM is
+    the peak of what the attached tracer holds, apart from what it needed to start (libbpf's copies of the
+    kernel BTF, for aoftrace)."""
+    hwm = vm_hwm_kb(pid)
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+    return hwm
 
 
 class Tracer:
     """A tracer process, timed from spawn to the first stdout line containing `marker` (`ready_s`), and to
     `early` if given (`early_s`); stopped with SIGINT and reaped with os.wait4. Killed on any error.
 
-    Peak RSS (`hwm_kb`) is its VmHWM, read every 2 ms from the SIGINT until it exits: the high-water mark of
-    its own memory, the report it writes at exit included (all but its last 2 ms). Not ru_maxrss: execve()
+    Peak RSS is its VmHWM: at the ready line (`startup_hwm_kb`, the peak of starting), which is then reset, and
+    read every 2 ms from the SIGINT until it exits (`hwm_kb`, the peak while attached, the report it writes at
+    exit included, all but its last 2 ms). Not ru_maxrss: execve()
     seeds the new program's ru_maxrss with the RSS high-water mark of the process that spawned it (this
     Python process, ~20 MB), so wait4 reports max(that, the tracer's own peak). `ru_maxrss_kb` is kept in the
     JSON as an upper bound. (Checked: sh spawned from here reports 18 MB, under GNU time 1.4 MB.)"""
@@ -156,6 +174,7 @@ class Tracer:
         self.ready = threading.Event()
         self.ready_s = self.early_s = self.fds_at_ready = None
         self.returncode = self.maxrss_kb = self.hwm_kb = self.hwm_at_stop_kb = self.fds_at_stop = None
+        self.rss_at_stop_kb = self.startup_hwm_kb = None
         self.stderr = ""
 
     def _reader(self):
@@ -167,6 +186,7 @@ class Tracer:
             if not self.ready.is_set() and self.marker in line:
                 self.ready_s = t
                 self.fds_at_ready = attach_fds(self.proc.pid)
+                self.startup_hwm_kb = reset_hwm(self.proc.pid)
                 self.ready.set()
 
     def _drain_stderr(self):
@@ -231,6 +251,7 @@ class Tracer:
         if self.returncode is None:
             self.t_off = time.monotonic()
             self.hwm_at_stop_kb = vm_hwm_kb(self.proc.pid)
+            self.rss_at_stop_kb = vm_hwm_kb(self.proc.pid, "VmRSS")
             self.fds_at_stop = attach_fds(self.proc.pid)
             self._reap(signal.SIGINT)
             self.stop_s = time.monotonic() - self.t_off
@@ -246,9 +267,9 @@ class Tracer:
         return False
 
 
-def aoftrace_tracer(pid, json_path, exe=tracing.AOFTRACE):
-    # Full attribution mode is aoftrace's default: no option selects it.
-    return Tracer([exe, "-p", str(pid), "-j", json_path], "Tracing ")
+def aoftrace_tracer(pid, json_path, exe=tracing.AOFTRACE, args=()):
+    # Full attribution mode is aoftrace's default: no option selects it; args=("--lite",) the lite mode.
+    return Tracer([exe, "-p", str(pid), "-j", json_path, *args], "Tracing ")
 
 
 def bpftrace_tracer(pid):
@@ -320,16 +341,18 @@ def one_run(s, srv, mode, rnd, tmp):
     if mode == "untraced":
         bench()
         return rec
-    if mode in ("aoftrace", "floor"):
+    if mode in ("aoftrace", "lite", "floor"):
         path = os.path.join(tmp, f"{mode}-r{rnd + 1}.json")
-        tr = aoftrace_tracer(srv.pid, path, tracing.AOFTRACE if mode == "aoftrace" else FLOOR_AOFTRACE)
+        tr = aoftrace_tracer(srv.pid, path, FLOOR_AOFTRACE if mode == "floor" else tracing.AOFTRACE,
+                             AOFTRACE_MODES.get(mode, ()))
     else:
         tr = bpftrace_tracer(srv.pid)
     with tr:
         bench()
         tr.stop()
-    rec.update(ready_s=tr.ready_s, rc=tr.returncode, peak_rss_kb=tr.hwm_kb, hwm_at_stop_kb=tr.hwm_at_stop_kb,
-               ru_maxrss_kb=tr.maxrss_kb,
+    rec.update(ready_s=tr.ready_s, rc=tr.returncode, peak_rss_kb=max(tr.hwm_kb or 0, tr.startup_hwm_kb or 0) or None,
+               startup_peak_rss_kb=tr.startup_hwm_kb, attached_peak_rss_kb=tr.hwm_kb, hwm_at_stop_kb=tr.hwm_at_stop_kb,
+               rss_at_stop_kb=tr.rss_at_stop_kb, ru_maxrss_kb=tr.maxrss_kb,
                window_s=tr.window_s, stop_s=tr.stop_s, attach_fds_at_ready=tr.fds_at_ready,
                attach_fds_at_stop=tr.fds_at_stop)
     if tr.stderr.strip():
@@ -339,7 +362,7 @@ def one_run(s, srv, mode, rnd, tmp):
         if tr.returncode == 1 and "no AOF flush seen" in tr.stderr:
             tr.returncode = 0
         rec.update(flushes=0, syncs=0, lost_events=0)
-    elif mode == "aoftrace":
+    elif mode in AOFTRACE_MODES:
         with open(path) as f:
             rep = json.load(f)
         fl, sy = rep.get("flush", {}), rep.get("fdatasync", {})
@@ -364,9 +387,10 @@ def warm_up(s, srv, tmp):
     """A short untraced run (fills the key space, warms the page cache and the file system) and one start and
     stop of each tracer (their binaries and the BPF/LLVM paths warm), none of them counted."""
     set_load(s, srv, max(1000, s.requests // 5))
-    if "aoftrace" in s.modes:
-        with aoftrace_tracer(srv.pid, os.path.join(tmp, "warm.json")):
-            pass
+    for m, args in AOFTRACE_MODES.items():
+        if m in s.modes:
+            with aoftrace_tracer(srv.pid, os.path.join(tmp, f"warm-{m}.json"), args=args):
+                pass
     if "floor" in s.modes:
         with aoftrace_tracer(srv.pid, os.path.join(tmp, "warm-floor.json"), FLOOR_AOFTRACE):
             pass
@@ -406,11 +430,11 @@ def prog_stats(pid):
     return {p["name"]: (p.get("run_cnt", 0), p.get("run_time_ns", 0)) for p in out if p.get("id") in ids}
 
 
-def _profiled(s, srv, tmp, exe, name):
+def _profiled(s, srv, tmp, exe, name, args=()):
     """One run under `exe` with BPF run-time statistics on: ({program: (runs, ns)}, wall s, JSON report)."""
     rewrite_aof(srv)
     path = os.path.join(tmp, f"profile-{name}.json")
-    with bpf_run_time_stats(), aoftrace_tracer(srv.pid, path, exe) as tr:
+    with bpf_run_time_stats(), aoftrace_tracer(srv.pid, path, exe, args) as tr:
         before = prog_stats(tr.proc.pid)
         t0 = time.monotonic()
         set_load(s, srv)
@@ -423,17 +447,21 @@ def _profiled(s, srv, tmp, exe, name):
     return delta, wall, rep
 
 
-def profile_run(s, srv, tmp, floor=False):
-    """One more aoftrace run, with BPF run-time statistics on: each program's runs and run time per flush.
-    The statistics cost each program run two clock reads, so this run is not one of the measured ones; with
-    `floor`, a floor run under the same statistics gives each program's run time when it does nothing (the
-    clock reads and the dispatch), and `net` figures subtract it."""
-    delta, wall, rep = _profiled(s, srv, tmp, tracing.AOFTRACE, "aoftrace")
+def floor_profile(s, srv, tmp):
+    """A floor run under BPF run-time statistics: each program's run time when it does nothing (the statistics'
+    clock reads and the dispatch), by program name."""
+    fdelta, _, _ = _profiled(s, srv, tmp, FLOOR_AOFTRACE, "floor")
+    return {n: ns / c for n, (c, ns) in fdelta.items() if c}
+
+
+def profile_run(s, srv, tmp, mode="aoftrace", empty=None):
+    """One more run of aoftrace in `mode` ("aoftrace" or "lite"), with BPF run-time statistics on: each
+    program's runs and run time per flush. The statistics cost each program run two clock reads, so this run
+    is not one of the measured ones; `empty` (floor_profile) gives each program's run time when it does
+    nothing, and `net` figures subtract it."""
+    delta, wall, rep = _profiled(s, srv, tmp, tracing.AOFTRACE, mode, AOFTRACE_MODES[mode])
     flushes = rep.get("flush", {}).get("count") or 0
-    empty = {}
-    if floor:
-        fdelta, _, _ = _profiled(s, srv, tmp, FLOOR_AOFTRACE, "floor")
-        empty = {n: ns / c for n, (c, ns) in fdelta.items() if c}
+    empty = empty or {}
     progs = []
     for name, (cnt, ns) in delta.items():
         if cnt > 0 and flushes:
@@ -451,13 +479,14 @@ def profile_run(s, srv, tmp, floor=False):
     return out
 
 
-def print_profile(console, prof):
+def print_profile(console, prof, mode="aoftrace"):
     from rich.table import Table
     if not prof.get("flushes"):
-        console.print("profile: no flush seen, no figures", highlight=False)
+        console.print(f"profile of {mode}: no flush seen, no figures", highlight=False)
         return
     net = "net_us_per_flush_bpf" in prof
-    t = Table(title=f"aoftrace's BPF programs per flush (one more run, BPF run-time statistics on; "
+    who = "aoftrace --lite" if mode == "lite" else "aoftrace"
+    t = Table(title=f"{who}'s BPF programs per flush (one more run, BPF run-time statistics on; "
                     f"{prof['flushes']:,} flushes of {prof['us_per_flush_wall']:,.0f} µs)")
     cols = ["program", "runs per flush", "ns per run", "µs per flush"]
     cols += ["empty ns per run", "net µs per flush"] if net else []
@@ -498,14 +527,14 @@ def hook_costs(s, srv, tmp):
     ping-pong (perf bench sched pipe: two writes, two wake-ups and two context switches a round trip), each
     untraced, under the floor and under aoftrace attached to the idle server, interleaved, on the benchmark's
     CPU. CPU-bound and short, so far steadier than the throughput rounds: a cost per event, not a ratio."""
-    modes = [m for m in ("untraced", "floor", "aoftrace") if m in s.modes]
-    exe = {"floor": FLOOR_AOFTRACE, "aoftrace": tracing.AOFTRACE}
+    modes = [m for m in ("untraced", "floor", "aoftrace", "lite") if m in s.modes]
+    exe = {"floor": FLOOR_AOFTRACE, "aoftrace": tracing.AOFTRACE, "lite": tracing.AOFTRACE}
     pin = ["taskset", "-c", s.bench_cpus] if s.bench_cpus else []
     got = {m: {"write_pair_ns": [], "pipe_us": []} for m in modes}
     for _ in range(HOOK_ROUNDS):
         for m in modes:
             tr = contextlib.nullcontext() if m == "untraced" else \
-                aoftrace_tracer(srv.pid, os.path.join(tmp, f"hooks-{m}.json"), exe[m])
+                aoftrace_tracer(srv.pid, os.path.join(tmp, f"hooks-{m}.json"), exe[m], AOFTRACE_MODES.get(m, ()))
             with tr:
                 t0 = time.monotonic()
                 env.run([*pin, "dd", "if=/dev/zero", "of=/dev/null", "bs=1", f"count={HOOK_WRITES}"], timeout=120)
@@ -563,6 +592,29 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+RESOLVE = 0.01   # a throughput ratio is resolved when its 95 % interval is this narrow on each side
+
+
+def resolution(ratios):
+    """How well the rounds pin a mode's throughput ratio down, from the spread of its per-round ratios (each
+    traced run over the untraced run of its round): the 95 % interval of their geometric mean (t quantile), and
+    the rounds that interval would need to be within ±1 % (normal quantile; the sd as measured here)."""
+    logs = [math.log(r) for r in ratios if r and r > 0]
+    if len(logs) < 2:
+        return {}
+    sd = statistics.stdev(logs)
+    t = T975[max(k for k in T975 if k <= len(logs) - 1)]   # the next lower tabled df: a wider interval
+    half = t * sd / math.sqrt(len(logs))
+    mean = statistics.fmean(logs)
+    return {"round_ratio_geomean": math.exp(mean), "ratio_ci95": [math.exp(mean - half), math.exp(mean + half)],
+            "rounds_to_resolve_1pct": math.ceil((1.96 * sd / math.log1p(RESOLVE)) ** 2)}
+
+
+# Student's t, 97.5 % quantile, by degrees of freedom (a 95 % two-sided interval from a few rounds).
+T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 12: 2.18,
+        15: 2.13, 20: 2.09, 30: 2.04}
+
+
 def summarize(s, runs):
     ok = [r for r in runs if not r.get("error")]
     by = {m: [r for r in ok if r["mode"] == m] for m in s.modes}
@@ -578,12 +630,16 @@ def summarize(s, runs):
              "ratio_of_medians": ops / base if ops and base else None,
              "round_ratio_min": min(per_round) if per_round else None,
              "round_ratio_median": med(per_round), "round_ratio_max": max(per_round) if per_round else None,
-             "ops_per_sec": [r["ops_per_sec"] for r in rs]}
+             "ops_per_sec": [r["ops_per_sec"] for r in rs], **resolution(per_round)}
         if m != "untraced":
             e.update(ready_s_median=med([r["ready_s"] for r in rs]),
                      ready_s_max=max((r["ready_s"] for r in rs), default=None),
                      peak_rss_mb_median=med([r["peak_rss_kb"] / 1024 for r in rs if r.get("peak_rss_kb")]),
                      peak_rss_mb_max=max((r["peak_rss_kb"] / 1024 for r in rs if r.get("peak_rss_kb")), default=None),
+                     attached_rss_mb_median=med([r["attached_peak_rss_kb"] / 1024 for r in rs
+                                                 if r.get("attached_peak_rss_kb")]),
+                     attached_rss_mb_max=max((r["attached_peak_rss_kb"] / 1024 for r in rs
+                                              if r.get("attached_peak_rss_kb")), default=None),
                      events_per_s_median=med([r.get("events_per_s") for r in rs]),
                      lost_events_total=sum(r.get("lost_events") or 0 for r in rs),
                      ready_after_attach=all(r.get("attach_fds_at_ready") == r.get("attach_fds_at_stop")
@@ -604,7 +660,8 @@ def print_summary(console, s, summary, failed):
                     f"-n {s.requests} -c {CLIENTS} -d {VALUE_SIZE}, {s.reps} interleaved rounds")
     for col, just in (("mode", "left"), ("ops/s median", "right"), ("ratio of medians", "right"),
                       ("round ratios min/med/max", "right"), ("ready s med/max", "right"),
-                      ("peak RSS MB med/max", "right"), ("events/s med", "right"), ("lost events", "right")):
+                      ("peak RSS MB med/max", "right"), ("attached peak RSS MB max", "right"), ("events/s med", "right"),
+                      ("lost events", "right")):
         t.add_column(col, justify=just)
     for m in s.modes:
         e = summary[m]
@@ -612,10 +669,11 @@ def print_summary(console, s, summary, failed):
                "—" if m == "untraced" else f"{fmt(e['round_ratio_min'], '.3f')} / {fmt(e['round_ratio_median'], '.3f')} / "
                                     f"{fmt(e['round_ratio_max'], '.3f')}"]
         if m == "untraced":
-            row += ["—", "—", "—", "—"]
+            row += ["—", "—", "—", "—", "—"]
         else:
             row += [f"{fmt(e['ready_s_median'], '.3f')} / {fmt(e['ready_s_max'], '.3f')}",
                     f"{fmt(e['peak_rss_mb_median'], '.1f')} / {fmt(e['peak_rss_mb_max'], '.1f')}",
+                    fmt(e.get("attached_rss_mb_max"), ".1f"),
                     fmt(e["events_per_s_median"], ",.0f"), str(e["lost_events_total"])]
         t.add_row(*row)
     console.print(t)
@@ -629,26 +687,38 @@ def print_summary(console, s, summary, failed):
         if m != "untraced" and summary[m]["runs"] and not summary[m]["ready_after_attach"]:
             notes.append(f"{m}: in some run more perf-event/BPF-link fds were open at stop than when its ready "
                          f"line arrived: the ready line came before every probe was attached")
-    notes.append("round ratios: traced / untraced ops/s of the same round; peak RSS: VmHWM, sampled every 2 ms "
-                 "until the tracer exits (its report at exit included; not ru_maxrss, which execve() seeds with "
+    notes.append("round ratios: traced / untraced ops/s of the same round; peak RSS: VmHWM, at the ready line and "
+                 "(reset there: attached peak) sampled every 2 ms until the tracer exits (its report at exit included; "
+                 "not ru_maxrss, which execve() seeds with "
                  "the spawning process's peak); events/s: flushes + fdatasync/fsync per second of trace window "
                  "(aoftrace's flush.count leaves out empty flushes, bpftrace counts every call); lost: aoftrace's "
                  "lost_events (ring buffer), bpftrace's \"Lost N events\" (its maps cannot lose any)")
     for n in notes:
         console.print(f"  {n}", soft_wrap=True, highlight=False)
-    a = summary.get("aoftrace")
-    if a and a["runs"]:
-        checks = [("throughput ratio", a["ratio_of_medians"], f">= {TARGETS['ratio']}",
-                   a["ratio_of_medians"] is not None and a["ratio_of_medians"] >= TARGETS["ratio"]),
-                  ("launch to attached (median)", a["ready_s_median"], f"<= {TARGETS['ready_s']} s",
-                   a["ready_s_median"] is not None and a["ready_s_median"] <= TARGETS["ready_s"]),
-                  ("peak RSS MB (max)", a["peak_rss_mb_max"], f"<= {TARGETS['rss_mb']:.0f} MB",
-                   a["peak_rss_mb_max"] is not None and a["peak_rss_mb_max"] <= TARGETS["rss_mb"]),
+    for m, tg in TARGETS.items():
+        a = summary.get(m)
+        if not a or not a["runs"]:
+            continue
+        checks = [("throughput ratio of medians", a["ratio_of_medians"], f">= {tg['ratio']}",
+                   a["ratio_of_medians"] is not None and a["ratio_of_medians"] >= tg["ratio"]),
+                  ("launch to attached (median)", a["ready_s_median"], f"<= {tg['ready_s']} s",
+                   a["ready_s_median"] is not None and a["ready_s_median"] <= tg["ready_s"]),
+                  ("peak RSS MB attached (max)", a.get("attached_rss_mb_max"), f"<= {tg['rss_mb']:.0f} MB",
+                   a.get("attached_rss_mb_max") is not None and a["attached_rss_mb_max"] <= tg["rss_mb"]),
+                  ("peak RSS MB with start (max)", a["peak_rss_mb_max"], f"<= {tg['rss_mb']:.0f} MB",
+                   a["peak_rss_mb_max"] is not None and a["peak_rss_mb_max"] <= tg["rss_mb"]),
                   ("lost events", a["lost_events_total"], "== 0", a["lost_events_total"] == 0)]
-        console.print("aoftrace against the targets:", highlight=False)
+        console.print(f"{'aoftrace --lite' if m == 'lite' else 'aoftrace'} against the targets:", highlight=False)
         for name, val, target, good in checks:
             v = fmt(val, ".3f") if isinstance(val, float) else str(val)
             console.print(f"  {name:28s} {v:>9s}  target {target:10s} {'met' if good else 'MISSED'}", highlight=False)
+        if a.get("ratio_ci95"):
+            lo, hi = a["ratio_ci95"]
+            verdict = "resolves" if hi - lo <= 2 * RESOLVE else "does not resolve"
+            console.print(f"  {a['runs']} rounds: geometric mean of the round ratios {a['round_ratio_geomean']:.3f}, "
+                          f"95 % interval {lo:.3f} to {hi:.3f}, which {verdict} ±{100 * RESOLVE:.0f} %; with the "
+                          f"spread seen here that takes about {a['rounds_to_resolve_1pct']:,} rounds",
+                          soft_wrap=True, highlight=False)
     if failed:
         console.print(f"{failed} run(s) FAILED (see the errors above and in the JSON); medians are over the rest",
                       highlight=False)
@@ -707,13 +777,17 @@ def main(argv=None):
                         rec = {"round": rnd + 1, "mode": mode, "error": f"{type(e).__name__}: {e}"[:500]}
                     runs.append(rec)
                     console.print(run_line(rec), soft_wrap=True, highlight=False)
-            if "aoftrace" in s.modes:
+            profiled = [m for m in AOFTRACE_MODES if m in s.modes]
+            if profiled:
                 try:
-                    doc["profile"] = profile_run(s, srv, tmp, floor="floor" in s.modes)
+                    empty = floor_profile(s, srv, tmp) if "floor" in s.modes else {}
+                    for m in profiled:
+                        doc[PROFILE_KEY[m]] = profile_run(s, srv, tmp, m, empty)
                 except Exception as e:   # reported, not fatal: the measured runs stand without it
                     if env.interrupted:
                         raise
-                    doc["profile"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+                    for m in profiled:
+                        doc.setdefault(PROFILE_KEY[m], {"error": f"{type(e).__name__}: {e}"[:500]})
             if "floor" in s.modes and shutil.which("perf"):
                 try:
                     doc["hooks"] = hook_costs(s, srv, tmp)
@@ -728,11 +802,13 @@ def main(argv=None):
         failed = sum(1 for r in runs if r.get("error"))
         console.print()
         print_summary(console, s, summary, failed)
-        if "profile" in doc:
-            if doc["profile"].get("error"):
-                console.print(f"profile FAILED: {doc['profile']['error']}", highlight=False)
+        for m, key in PROFILE_KEY.items():
+            if key not in doc:
+                continue
+            if doc[key].get("error"):
+                console.print(f"profile of {m} FAILED: {doc[key]['error']}", highlight=False)
             else:
-                print_profile(console, doc["profile"])
+                print_profile(console, doc[key], m)
         if "hooks" in doc:
             if doc["hooks"].get("error"):
                 console.print(f"hooks FAILED: {doc['hooks']['error']}", highlight=False)
@@ -744,7 +820,7 @@ def main(argv=None):
                     console.print(f"  the syscall hooks alone, before any program work: {est['syscalls_per_flush']:.1f} "
                                   f"followed syscalls a flush x {est['added_ns_per_syscall']:,.0f} ns = "
                                   f"{est['us_per_flush']:.1f} µs a flush, {est['pct_of_flush']:.1f} % of it "
-                                  f"(the throughput target leaves {100 * (1 - TARGETS['ratio']):.0f} %)", highlight=False)
+                                  f"(the throughput target leaves {100 * (1 - TARGETS['aoftrace']['ratio']):.0f} %)", highlight=False)
         os.makedirs(os.path.dirname(s.out), exist_ok=True)
         with open(s.out, "w") as f:
             json.dump(doc, f, indent=1)
