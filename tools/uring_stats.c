@@ -289,8 +289,8 @@ void uring_json(struct jw *w, const struct uring_workers *wk, const char *const 
 	jw_u64(w, "created", wk->created);
 	jw_u64(w, "exited", wk->exited);
 	jw_u64(w, "max_alive", wk->max_alive);
-	jw_obj(w, "oncpu_us_by_cpu");
-	for (int c = 0; c < wk->ncpus; c++) {
+	jw_obj(w, "oncpu_us_by_cpu");	/* from sched_switch: empty with --lite */
+	for (int c = 0; c < wk->ncpus && !counts_only; c++) {
 		char key[16];
 
 		snprintf(key, sizeof(key), "%d", c);
