@@ -6,6 +6,7 @@ import time
 import pytest
 
 from aofab import env, tracing
+from aofab.tracing import our_progs
 
 from test_durability import COUNTERS, FAULTS, FAULT_REQUESTS, rewrite_then_more
 from test_uring import OPCODES, aof_bytes
@@ -16,13 +17,6 @@ FULL_ONLY = {n[:15] for n in (
     "xfs_log_cil_wait", "xlog_iclog_wait_on", "balance_dirty_pages", "jbd2_start_commit", "jbd2_commit_locking",
     "jbd2_commit_flushing", "jbd2_commit_logging", "xlog_iclog_sync", "xlog_iclog_sync_done", "block_rq_issue",
     "block_rq_complete")}
-
-
-def held_progs(pid):
-    """Names (cut to 15 characters, as the kernel keeps them; bpftool may print them whole) of the BPF
-    programs process `pid` holds."""
-    ids = tracing.bpf_fds(pid)["prog"]
-    return {p["name"][:15] for p in tracing._bpftool("prog", "show") if p["id"] in ids}
 
 
 def lite(pid, path):
@@ -43,7 +37,7 @@ def test_lite_counts_match_bpftrace(server, tmp_path):
     figures exact; the programs of the full mode's per-event work not loaded; no component in the JSON."""
     with tracing.tracefs():
         with lite(server.pid, tmp_path / "l.json") as at, tracing.bpftrace_flush(server.pid) as bt:
-            progs = held_progs(at.proc.pid)
+            progs = {n[:15] for n in our_progs(at.proc.pid)}   # bpftool may print names whole
             time.sleep(0.3)
             env.benchmark(server.port, requests=20000, clients=50)
             time.sleep(0.3)

@@ -245,7 +245,12 @@ def our_progs(pid=None):
     names = aoftrace_prog_names()
     ids = bpf_fds(pid)["prog"] if pid is not None else None
     return [p["name"] for p in _bpftool("prog", "show")
-            if p.get("name") in names and (ids is None or p["id"] in ids)]
+            if _short(p) in names and (ids is None or p["id"] in ids)]
+
+
+def _short(prog):
+    """A program's name as the kernel keeps it (15 characters): bpftool 7 prints longer ones whole, from BTF."""
+    return prog.get("name", "")[:BPF_OBJ_NAME_LEN - 1]
 
 
 def bpf_leftovers(held=None, pid=None):
@@ -262,7 +267,7 @@ def bpf_leftovers(held=None, pid=None):
     found = []
     suspects = set(held["prog"])
     for p in progs:
-        if p.get("name") in names and p["id"] not in held_progs:
+        if _short(p) in names and p["id"] not in held_progs:
             found.append(f"program {p['id']} {p['name']} held by no process")
             suspects.add(p["id"])
         elif p["id"] in held["prog"]:
