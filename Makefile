@@ -20,7 +20,7 @@ BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(wildcard bpf/*.bpf.c))
 SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(wildcard bpf/*.bpf.c))
 TOOLS     := $(BUILD)/aoftrace $(BUILD)/aofwriter $(BUILD)/uringwriter
 
-.PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench explain fuzz
+.PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench explain fuzz fuzz-deps
 all: $(TOOLS)
 
 # Keep the BPF objects: bpftool and the tests read them.
@@ -122,7 +122,10 @@ $(BUILD)/fuzz/fuzz_args: tests/fuzz/fuzz_args.c $(AOFTRACE_SRCS) $(AOFTRACE_HDRS
 $(BUILD)/fuzz/fuzz_kallsyms: tests/fuzz/fuzz_kallsyms.c tools/offcpu.c tools/trace_helpers.c $(AOFTRACE_HDRS)
 	@mkdir -p $(@D)
 	$(CLANG) $(FUZZ_CFLAGS) $< tools/offcpu.c tools/trace_helpers.c -o $@ -lm
-fuzz: deps $(FUZZ_TARGETS)
+fuzz-deps: deps
+	@scripts/deps.sh fuzz
+$(FUZZ_TARGETS): | fuzz-deps
+fuzz: fuzz-deps $(FUZZ_TARGETS)
 	@for t in $(FUZZ_TARGETS); do \
 	  name=$$(basename $$t); mkdir -p $(BUILD)/fuzz/corpus-$$name; \
 	  echo "== $$name for $(FUZZ_SECONDS) s"; \

@@ -20,6 +20,11 @@ PKGS=(
   uftrace               # make run-ab UFTRACE=1: flush/fdatasync totals cross-checked with uftrace (the method of the Valkey #750 discussion)
 )
 
+# `make fuzz` (scripts/deps.sh fuzz): clang's sanitizer and libFuzzer runtimes, which Debian ships apart from clang.
+if [ "${1:-}" = fuzz ]; then
+  PKGS+=("libclang-rt-$(clang --version | sed -n 's/.*clang version \([0-9]*\)\..*/\1/p' | head -n 1)-dev")
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
