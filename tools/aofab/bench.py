@@ -814,7 +814,8 @@ def main(argv=None):
                 console.print(f"hooks FAILED: {doc['hooks']['error']}", highlight=False)
             else:
                 print_hooks(console, doc["hooks"])
-                est = floor_estimate(doc.get("profile", {}), doc["hooks"])
+                # either mode's profile counts the followed syscalls a flush (both follow the same ones)
+                est = floor_estimate(doc.get("profile") or doc.get("profile_lite") or {}, doc["hooks"])
                 if est:
                     doc["floor_estimate"] = est
                     console.print(f"  the syscall hooks alone, before any program work: {est['syscalls_per_flush']:.1f} "
