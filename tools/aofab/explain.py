@@ -45,7 +45,8 @@ def _cap(s):
 def side_from_trace(t, requests=None, label="A", ops_per_sec=None):
     s = {"label": label, "requests": requests, "ops": [ops_per_sec] if ops_per_sec else [],
          "rewrite_stats": {"count": analyze.dig(t, "rewrite.count") or 0,
-                           "child_write_bytes": analyze.dig(t, "rewrite.child_write_bytes") or 0}}
+                           "child_write_bytes": analyze.dig(t, "rewrite.child_write_bytes") or 0},
+         "lite": t.get("mode") == "lite"}
     for op in analyze.OPS:
         s[op] = analyze.pooled([t], op)
     return s
@@ -311,9 +312,13 @@ def main(argv=None):
     kind, subject, context = infer(a, b)
     if args.subject:
         subject, context = args.subject, f"with {args.subject}"
+    lite = [side["label"] for side in (a, b) if side.get("lite")]
     if args.json:
-        print(json.dumps({"diff": diff(a, b), "verdicts": verdicts(a, b, subject, context, kind)}, indent=2))
+        print(json.dumps({"diff": diff(a, b), "verdicts": verdicts(a, b, subject, context, kind),
+                          "lite": lite}, indent=2))
     else:
+        if lite:   # its time is not split: the tables below compare times and counts only
+            print(f"({' and '.join(lite)}: aoftrace --lite, no components; trace without --lite for the why)\n")
         print(text(a, b, subject, context, kind))
     return 0
 
