@@ -107,7 +107,7 @@ void timeline_event(const void *data, size_t len)
 			"\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"bytes\":%llu,\"writes\":%u,\"syncs\":%u,\"children\":%u,"
 			"\"offset\":%llu,\"i_size_before\":%llu,\"i_size_after\":%llu",
 			target_pid, f->tid, ts_us(f->start_ns), f->dur_ns / 1000.0,
-			(unsigned long long)f->write_bytes, f->writes, f->syncs, f->children,
+			(unsigned long long)(f->write_bytes + f->uring_bytes), f->writes, f->syncs, f->children,
 			(unsigned long long)f->first_off, (unsigned long long)f->isize_before,
 			(unsigned long long)f->isize_after);
 		comp_args(f->comp);
