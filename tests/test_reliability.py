@@ -69,8 +69,8 @@ def ping(port):
 class Launched:
     """aoftrace started without waiting for it: `ready_at` is when it printed "Tracing ..." (None before)."""
 
-    def __init__(self, pid, json_path):
-        self.proc = env.spawn([tracing.AOFTRACE, "-p", str(pid), "-j", json_path], stdout=subprocess.PIPE,
+    def __init__(self, pid, json_path, args=()):
+        self.proc = env.spawn([tracing.AOFTRACE, "-p", str(pid), "-j", json_path, *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
         self.t0 = time.monotonic()
         self.lines, self.ready_at = [], None
@@ -112,7 +112,7 @@ def wait_loading(at, timeout=30):
         time.sleep(0.002)
 
 
-def kill_loop(fs, port, tmp_path, kills, offset, name):
+def kill_loop(fs, port, tmp_path, kills, offset, name, args=()):
     """`kills` kills of aoftrace, each during its own bounded redis-benchmark run. With k = offset + i, kill i
     gets signal SIGNALS[k % 3] in phase PHASES[k // 3 % 3]: "start" (a random moment in its first 20 ms:
     it creates its first BPF map some 10 ms after the spawn),
@@ -133,7 +133,7 @@ def kill_loop(fs, port, tmp_path, kills, offset, name):
                               text=True, start_new_session=True)
             try:
                 time.sleep(rnd.uniform(0.05, 0.3))
-                at = Launched(srv.pid, str(tmp_path / f"kill{k}.json"))
+                at = Launched(srv.pid, str(tmp_path / f"kill{k}.json"), args)
                 try:
                     if phase == "start":
                         at.ready.wait(rnd.uniform(0.0, 0.02))
@@ -191,6 +191,12 @@ def test_aoftrace_killed_under_load(fstype, offset, port, tmp_path):
         stats = kill_loop(fs, port, tmp_path, KILLS, offset, f"kills-{fstype}")
     assert stats["attached"] >= 3 and stats["start"] + stats["loading"] >= 3, stats
     assert stats["under_load"] >= KILLS // 2, stats
+
+
+def test_lite_killed_under_load(xfs, port, tmp_path):
+    """The same kills of aoftrace --lite (the mode left attached), on XFS: every signal in every phase."""
+    stats = kill_loop(xfs, port, tmp_path, KILLS, 0, "kills-lite-xfs", ["--lite"])
+    assert stats["attached"] >= 3 and stats["start"] + stats["loading"] >= 3, stats
 
 
 @pytest.mark.stress
