@@ -83,7 +83,9 @@ def test_cpu_hogs_show_as_queue_and_runqueue_not_block(xfs, port, tmp_path):
     summary = f"flush {wb:.0f} -> {wh:.0f} us; grew: " + ", ".join(
         f"{c} {v:+.0f}" for c, v in sorted(grew.items(), key=lambda kv: -kv[1])[:4])
     print(summary)
-    assert added > 0.3 * wb, summary
+    # The hogs' part itself must be material, not the wall's growth: between the two runs the shared disk's
+    # speed moves too, and once took back more than the hogs added (1691 -> 1848 us, run queue +835).
+    assert grew["iowq_queue"] + grew["runqueue"] > 0.3 * wb, summary
     assert grew["iowq_queue"] + grew["runqueue"] >= 0.7 * added, summary
     assert max(grew, key=grew.get) != "block", summary
 
