@@ -42,11 +42,13 @@ $(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX) | $(BUILD)
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@
 
-AOFTRACE_SRCS := tools/aoftrace.c tools/trace_helpers.c tools/uprobe_helpers.c tools/offcpu.c tools/uring_stats.c tools/timeline.c \
-		 tools/durability.c
-AOFTRACE_HDRS := tools/trace_helpers.h tools/uprobe_helpers.h tools/offcpu.h tools/uring_stats.h tools/timeline.h bpf/aoftrace.h \
-		 tools/durability.h \
-		 bpf/classify.h $(BUILD)/io_uring_ops.h
+# The report's modules (names, aggregation, reports, io_uring, durability) never touch libbpf: the C unit
+# tests link them alone (REPORT_SRCS). The loader's modules (cli, features, attach, snapshot) do.
+REPORT_SRCS   := tools/names.c tools/agg.c tools/report.c tools/report_ops.c tools/report_fs.c \
+		 tools/report_offcpu.c tools/uring_stats.c tools/durability.c tools/trace_helpers.c
+AOFTRACE_SRCS := tools/aoftrace.c tools/cli.c tools/kfeatures.c tools/attach.c tools/snapshot.c \
+		 tools/uprobe_helpers.c tools/offcpu.c tools/timeline.c $(REPORT_SRCS)
+AOFTRACE_HDRS := $(wildcard tools/*.h) bpf/aoftrace.h bpf/classify.h $(BUILD)/io_uring_ops.h
 
 # io_uring opcode names, by number (a uapi ABI: numbers never change), taken from vmlinux.h into a table: parsing
 # the kernel's BTF for them at report time cost ~11 MB of RSS with libbpf 1.1, more than --lite holds attached.
@@ -95,7 +97,15 @@ $(BUILD)/test_lhist: tests/test_lhist.c tools/trace_helpers.c tools/trace_helper
 $(BUILD)/test_uprobe_helpers: tests/test_uprobe_helpers.c tools/uprobe_helpers.c tools/uprobe_helpers.h | $(BUILD)
 	$(CC) $(CFLAGS) -Itools tests/test_uprobe_helpers.c tools/uprobe_helpers.c -o $@ -lelf
 
-C_TESTS := $(BUILD)/test_classify $(BUILD)/test_lhist $(BUILD)/test_uprobe_helpers
+# The reports rendered from snapshots built in the test (no root, no kernel, no libbpf), and every enum's names.
+$(BUILD)/test_report: tests/test_report.c $(REPORT_SRCS) $(AOFTRACE_HDRS) | $(BUILD)
+	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools tests/test_report.c $(REPORT_SRCS) -o $@ -lm
+
+$(BUILD)/test_names: tests/test_names.c tools/names.c tools/names.h bpf/aoftrace.h | $(BUILD)
+	$(CC) $(CFLAGS) -Ibpf -Itools tests/test_names.c tools/names.c -o $@
+
+C_TESTS := $(BUILD)/test_classify $(BUILD)/test_lhist $(BUILD)/test_uprobe_helpers $(BUILD)/test_report \
+	   $(BUILD)/test_names
 
 # The multi-threaded io_uring write pattern (one file, a ring per thread; docs/uringwriter.md).
 $(BUILD)/uringwriter: tools/uringwriter.c | $(BUILD)

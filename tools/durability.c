@@ -10,20 +10,7 @@
  */
 #include <string.h>
 #include "durability.h"
-
-static const char *vio_names[VIO_MAX] = {
-	[VIO_OVERWRITE] = "overwrites", [VIO_GROWTH] = "growth_mismatches",
-	[VIO_REPLY_EARLY] = "replies_before_sync", [VIO_SYNC_ERROR] = "sync_errors",
-	[VIO_UNLINKED] = "writes_to_unlinked",
-};
-
-static const char *vio_labels[VIO_MAX] = {
-	[VIO_OVERWRITE] = "write below the end of the AOF (overwrites data)",
-	[VIO_GROWTH] = "flush grew the AOF by other than the bytes it wrote",
-	[VIO_REPLY_EARLY] = "reply sent before the AOF bytes written were synced",
-	[VIO_SYNC_ERROR] = "AOF sync or write failed or wrote short",
-	[VIO_UNLINKED] = "write to an AOF file that was unlinked or renamed away",
-};
+#include "names.h"
 
 #define POLICY_MIN_FLUSHES 5	/* writing flushes seen before the policy is called */
 
