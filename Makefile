@@ -63,17 +63,17 @@ $(BUILD)/test_classify: tests/test_classify.c tools/offcpu.c tools/trace_helpers
 	$(CC) $(CFLAGS) -Ibpf -Itools tests/test_classify.c tools/offcpu.c tools/trace_helpers.c -o $@ -lm
 
 # Valkey's AOF functions are looked up by name by uprobes: keep them exported and not inlined.
-$(BUILD)/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
+$(BUILD)/aofwriter: $(wildcard tools/workloads/aofwriter*.c tools/workloads/aofwriter*.h) | $(BUILD)
 	$(CC) $(CFLAGS) -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
 # The same aofwriter with -pg (mcount) for uftrace: make run-ab UFTRACE=1 builds it; not part of `all`.
-$(BUILD)/pg/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
+$(BUILD)/pg/aofwriter: $(wildcard tools/workloads/aofwriter*.c tools/workloads/aofwriter*.h) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -pg -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
 # The same aofwriter with an endbr64 opening every function, as CET builds (Ubuntu's) have: aoftrace must probe
 # past it (tests/test_aoftrace.py). Built by `make test`, not part of `all`.
-$(BUILD)/cet/aofwriter: $(wildcard tools/aofwriter*.c tools/aofwriter*.h) | $(BUILD)
+$(BUILD)/cet/aofwriter: $(wildcard tools/workloads/aofwriter*.c tools/workloads/aofwriter*.h) | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fcf-protection=full -rdynamic -fno-inline-functions-called-once $(filter %.c,$^) -o $@ -luring -lpthread
 
@@ -98,7 +98,7 @@ $(BUILD)/test_uprobe_helpers: tests/test_uprobe_helpers.c tools/uprobe_helpers.c
 C_TESTS := $(BUILD)/test_classify $(BUILD)/test_lhist $(BUILD)/test_uprobe_helpers
 
 # The multi-threaded io_uring write pattern (one file, a ring per thread; docs/uringwriter.md).
-$(BUILD)/uringwriter: tools/uringwriter.c | $(BUILD)
+$(BUILD)/uringwriter: tools/workloads/uringwriter.c | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ -luring -lpthread
 
 CET_AOFWRITER := $(if $(filter x86,$(ARCH)),$(BUILD)/cet/aofwriter)	# endbr64 is x86-64's
