@@ -3,7 +3,7 @@
  * Unit test of the off-CPU classifier: the table (tools/offcpu.h), its translation into kernel text
  * ranges (tools/offcpu.c) and the search the BPF program runs (bpf/classify.h), on stacks recorded
  * on Linux 6.18 with bpftrace while redis-server ran appendfsync always on XFS and ext4.
- * Exits non-zero on the first failure.
+ * Exits T_EXIT_FAIL if any check fails (tests/helpers.h).
  */
 #include <linux/types.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "offcpu.h"
+#include "helpers.h"
 
 static const struct aof_krange *krange_at(const void *tbl, __u32 i)
 {
@@ -41,14 +42,14 @@ static const char *funcs[] = {
 
 static unsigned long long addr_of(const char *name)
 {
-	for (size_t i = 0; i < sizeof(funcs) / sizeof(funcs[0]); i++) {
+	for (size_t i = 0; i < T_ARRAY_SIZE(funcs); i++) {
 		size_t len = strcspn(funcs[i], ".");
 
 		if (!strcmp(funcs[i], name) || (strlen(name) == len && !strncmp(funcs[i], name, len)))
 			return BASE + i * STEP + 0x2a;	/* a return address inside the function */
 	}
 	fprintf(stderr, "test bug: %s is not in funcs[]\n", name);
-	exit(2);
+	exit(T_EXIT_FAIL);
 }
 
 struct tcase {
@@ -106,70 +107,56 @@ int main(void)
 {
 	char path[] = "/tmp/test_classify.XXXXXX";
 	struct aof_krange r[MAX_KRANGES], fr[MAX_KRANGES];
-	int fd, n, failed = 0;
+	int fd, n;
 	struct ksyms *ks, *fks;
 	FILE *f;
 
 	fd = mkstemp(path);
 	if (fd < 0 || !(f = fdopen(fd, "w"))) {
 		perror("mkstemp");
-		return 2;
+		return T_EXIT_FAIL;
 	}
-	for (size_t i = 0; i < sizeof(funcs) / sizeof(funcs[0]); i++)
+	for (size_t i = 0; i < T_ARRAY_SIZE(funcs); i++)
 		fprintf(f, "%llx %c %s\n", BASE + i * STEP, i % 2 ? 't' : 'T', funcs[i]);
-	fprintf(f, "%llx T _etext\n", BASE + sizeof(funcs) / sizeof(funcs[0]) * STEP);
+	fprintf(f, "%llx T _etext\n", BASE + T_ARRAY_SIZE(funcs) * STEP);
 	fclose(f);
 	ks = ksyms_load(path);
 	fks = ksyms_load_filter(path, offcpu_wanted);
 	unlink(path);
 	if (!ks || !fks) {
 		fprintf(stderr, "ksyms_load failed\n");
-		return 2;
+		return T_EXIT_FAIL;
 	}
 	n = build_kranges(ks, r, MAX_KRANGES);
 
 	/* aoftrace reads only the table's names (and every address): the same ranges must come out. */
-	if (build_kranges(fks, fr, MAX_KRANGES) != n || memcmp(r, fr, sizeof(r))) {
-		fprintf(stderr, "FAIL: ranges from the filtered symbols differ\n");
-		failed++;
-	}
+	CHECK(build_kranges(fks, fr, MAX_KRANGES) == n && !memcmp(r, fr, sizeof(r)),
+	      "ranges from the filtered symbols differ");
 	ksyms_free(fks);
 
 	/* Every range is sorted, non-empty and ends at the next symbol. */
-	for (int i = 0; i < n; i++) {
-		if (r[i].end - r[i].start != STEP || (i && r[i].start <= r[i - 1].start)) {
-			fprintf(stderr, "FAIL range %d: %llx-%llx\n", i, (unsigned long long)r[i].start,
-				(unsigned long long)r[i].end);
-			failed++;
-		}
-	}
+	for (int i = 0; i < n; i++)
+		CHECK(r[i].end - r[i].start == STEP && !(i && r[i].start <= r[i - 1].start), "range %d: %llx-%llx", i,
+		      (unsigned long long)r[i].start, (unsigned long long)r[i].end);
 	/* An address between two table functions' ranges, or outside any, classifies as nothing. */
-	if (krange_comp(r, BASE - 1) != -1 || krange_comp(r, addr_of("do_fsync")) != -1) {
-		fprintf(stderr, "FAIL: an address outside the table matched\n");
-		failed++;
-	}
+	CHECK(krange_comp(r, BASE - 1) == -1 && krange_comp(r, addr_of("do_fsync")) == -1,
+	      "an address outside the table matched");
 	/* The branch-free search agrees with a linear scan at every range's edges and between them. */
 	for (int i = 0; i < n; i++) {
 		__u64 probe[] = { r[i].start - 1, r[i].start, r[i].start + 1, r[i].end - 1, r[i].end };
 
-		for (size_t j = 0; j < sizeof(probe) / sizeof(probe[0]); j++) {
+		for (size_t j = 0; j < T_ARRAY_SIZE(probe); j++) {
 			int want = -1;
 
 			for (int k = 0; k < n; k++)
 				if (r[k].start <= probe[j] && probe[j] < r[k].end)
 					want = r[k].comp;
-			if (krange_comp(r, probe[j]) != want) {
-				fprintf(stderr, "FAIL: %llx: search %d, scan %d\n", (unsigned long long)probe[j],
-					krange_comp(r, probe[j]), want);
-				failed++;
-			}
+			CHECK(krange_comp(r, probe[j]) == want, "%llx: search %d, scan %d", (unsigned long long)probe[j],
+			      krange_comp(r, probe[j]), want);
 		}
 	}
-	if (r[n].start != ~0ULL || r[MAX_KRANGES - 1].start != ~0ULL) {
-		fprintf(stderr, "FAIL: the table is not padded\n");
-		failed++;
-	}
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	CHECK(r[n].start == ~0ULL && r[MAX_KRANGES - 1].start == ~0ULL, "the table is not padded");
+	for (size_t i = 0; i < T_ARRAY_SIZE(cases); i++) {
 		__u64 ips[MAX_FRAMES] = {};
 		__u32 nf = 0, got;
 
@@ -177,13 +164,10 @@ int main(void)
 			ips[nf] = addr_of(cases[i].frames[nf]);
 		got = classify_stack(r, ips, nf);
 		printf("%s %-60s %s\n", got == cases[i].want ? "ok  " : "FAIL", cases[i].what, comp_name(got));
-		if (got != cases[i].want) {
-			fprintf(stderr, "FAIL: %s: want %s, got %s\n", cases[i].what, comp_name(cases[i].want),
-				comp_name(got));
-			failed++;
-		}
+		CHECK(got == cases[i].want, "%s: want %s, got %s", cases[i].what, comp_name(cases[i].want),
+		      comp_name(got));
 	}
 	ksyms_free(ks);
-	printf("test_classify: %d ranges, %zu stacks, %d failed\n", n, sizeof(cases) / sizeof(cases[0]), failed);
-	return failed ? 1 : 0;
+	printf("test_classify: %d ranges, %zu stacks\n", n, T_ARRAY_SIZE(cases));
+	return t_result("test_classify");
 }

@@ -2,17 +2,14 @@
 /*
  * Unit test of the log-linear histogram behind every latency figure: quantiles within 1/32 of the exact
  * value, exact count/sum/min/max, merge, and the libbpf-tools log2 layout (a value v lands in the row
- * "2^k -> 2^(k+1)-1" with k = floor(log2 v)). Exits non-zero on the first failure.
+ * "2^k -> 2^(k+1)-1" with k = floor(log2 v)). Exits T_EXIT_FAIL if any check fails (tests/helpers.h).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "trace_helpers.h"
-
-static int failed;
-
-#define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "FAIL: " __VA_ARGS__); fputc('\n', stderr); failed++; } } while (0)
+#include "helpers.h"
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -43,7 +40,7 @@ int main(void)
 	qsort(vals, 20000, sizeof(vals[0]), cmp_u64);
 	CHECK(m.count == 20000 && m.sum == sum, "count/sum after merge");
 	CHECK(m.min == vals[0] && m.max == vals[19999], "min/max after merge");
-	for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+	for (size_t i = 0; i < T_ARRAY_SIZE(qs); i++) {
 		uint64_t exact = vals[(size_t)ceil(qs[i] * 20000) - 1], got = lhist_quantile(&m, qs[i]);
 
 		CHECK(got >= exact && got <= exact + exact / 32 + 1, "q%.3f: exact %llu, got %llu", qs[i],
@@ -68,6 +65,5 @@ int main(void)
 	CHECK(strstr(buf, "         0 -> 1          : 1 "), "1 us not in 0 -> 1:\n%s", buf);
 	CHECK(strstr(buf, "      2048 -> 4095       : 1 "), "3000 us not in 2048 -> 4095:\n%s", buf);
 	free(buf);
-	printf("test_lhist: %d failed\n", failed);
-	return failed ? 1 : 0;
+	return t_result("test_lhist");
 }

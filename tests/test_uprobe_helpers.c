@@ -2,7 +2,8 @@
 /*
  * Unit test of the uprobe offsets: functions found by name in this very binary at the offset the
  * bytes say (what libbpf computes), endbr64 stepped over (x86-64), other first instructions kept, a
- * missing name 0, a file that is not ELF -ENOEXEC. Exits non-zero on the first failure.
+ * missing name 0, a file that is not ELF -ENOEXEC. Exits T_EXIT_FAIL if any check fails, T_EXIT_SKIP
+ * off x86-64 (the two test functions are x86-64 code).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,11 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 #include "uprobe_helpers.h"
+#include "helpers.h"
 
-static int failed;
-
-#define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "FAIL: " __VA_ARGS__); fputc('\n', stderr); failed++; } } while (0)
-
+#if defined(__x86_64__)
 /* Two functions with known first bytes, whatever the compiler's flags. */
 void with_endbr(void);
 void with_push(void);
@@ -50,9 +49,7 @@ int main(void)
 	/* The offsets point at the functions' bytes in the file. */
 	CHECK(!read_at(self, offs[0], b, 4) && !memcmp(b, "\xf3\x0f\x1e\xfa", 4), "with_endbr's bytes");
 	CHECK(!read_at(self, offs[1], b, 1) && b[0] == 0x55, "with_push's first byte %#x", b[0]);
-#if defined(__x86_64__)
 	CHECK(uprobe_skip_endbr64(self, offs[0]) == offs[0] + 4, "endbr64 not stepped over");
-#endif
 	CHECK(uprobe_skip_endbr64(self, offs[1]) == offs[1], "push moved");
 	err = elf_func_offsets("/proc/self/status", names, offs, 3);
 	CHECK(err == -ENOEXEC, "a text file: %d, not -ENOEXEC", err);
@@ -60,8 +57,11 @@ int main(void)
 	CHECK(err == -ENOENT, "a missing file: %d, not -ENOENT", err);
 	with_endbr();
 	with_push();
-	if (failed)
-		return 1;
-	printf("test_uprobe_helpers: ok\n");
-	return 0;
+	return t_result("test_uprobe_helpers");
 }
+#else
+int main(void)
+{
+	T_SKIP("test_uprobe_helpers: its test functions are x86-64 code");
+}
+#endif

@@ -167,6 +167,7 @@ void serverLog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int exec_loaded_command(int argc, struct arg *argv, char *err, size_t errlen);
 void dict_iter(void (*fn)(struct entry *e, void *ctx), void *ctx);
 void handleClientsWithPendingWrites(void);
+void aof_close_listeners_in_child(void);	/* the rewrite child drops the server's fds */
 
 /* aofwriter_aof.c: the AOF path, names as in Valkey's aof.c */
 int aof_init(void);
@@ -180,7 +181,6 @@ int rewriteAppendOnlyFileBackground(void);
 void backgroundRewriteDoneHandler(int exitcode, int bysignal);
 pid_t serverFork(int purpose);
 void aof_check_child(void);
-void aof_close_listeners_in_child(void);
 extern const char *const test_fault_names[NR_TEST_FAULTS];
 void test_faults_str(struct buf *b, unsigned faults);
 
