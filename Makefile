@@ -99,11 +99,11 @@ $(BUILD)/test_uprobe_helpers: tests/test_uprobe_helpers.c tests/helpers.h tools/
 	$(CC) $(CFLAGS) -Itests -Itools tests/test_uprobe_helpers.c tools/uprobe_helpers.c -o $@ -lelf
 
 # The reports rendered from snapshots built in the test (no root, no kernel, no libbpf), and every enum's names.
-$(BUILD)/test_report: tests/test_report.c $(REPORT_SRCS) $(AOFTRACE_HDRS) | $(BUILD)
-	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools tests/test_report.c $(REPORT_SRCS) -o $@ -lm
+$(BUILD)/test_report: tests/test_report.c tests/helpers.h $(REPORT_SRCS) $(AOFTRACE_HDRS) | $(BUILD)
+	$(CC) $(CFLAGS) -I$(BUILD) -Ibpf -Itools -Itests tests/test_report.c $(REPORT_SRCS) -o $@ -lm
 
-$(BUILD)/test_names: tests/test_names.c tools/names.c tools/names.h bpf/aoftrace.h | $(BUILD)
-	$(CC) $(CFLAGS) -Ibpf -Itools tests/test_names.c tools/names.c -o $@
+$(BUILD)/test_names: tests/test_names.c tests/helpers.h tools/names.c tools/names.h bpf/aoftrace.h | $(BUILD)
+	$(CC) $(CFLAGS) -Ibpf -Itools -Itests tests/test_names.c tools/names.c -o $@
 
 C_TESTS := $(BUILD)/test_classify $(BUILD)/test_lhist $(BUILD)/test_uprobe_helpers $(BUILD)/test_report \
 	   $(BUILD)/test_names

@@ -144,6 +144,9 @@ def test_rewrite_child_and_interval_lines(redis, tmp_path):
     lines = [l for l in at.output.splitlines() if re.match(r"\d\d:\d\d:\d\d ", l)]
     assert len(lines) >= 2
     assert sum(int(l.split()[1]) for l in lines) <= rep["flush"]["count"]
+    # CHILD: the most children alive during the interval (it read 0 on every line while the rewrite ran)
+    if rep["by_rewrite"]["active"]["flush"]["count"]:
+        assert max(int(l.split()[-1]) for l in lines) >= 1, lines
 
 
 def test_sigint_detaches_everything(redis, tmp_path):

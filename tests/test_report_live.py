@@ -1,0 +1,75 @@
+"""The report's figures on a real kernel, where a unit test cannot reach (issue 18's bugs): an io_uring
+writer's report and folded stacks, the text against the JSON of one run, kernel file systems refused as
+output paths, and the usage line."""
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from aofab import env, tracing
+
+SPANS = {"flush", "write", "fdatasync", "request"}
+ROLES = {"main", "bio", "iowq", "sqpoll", "child", "other"}
+
+
+def run_aoftrace(*args, timeout=20):
+    return subprocess.run([tracing.AOFTRACE, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_uring_writer_report_and_folded_stacks(ext4, port, tmp_path):
+    """aofwriter with every write punted to io-wq (IOSQE_ASYNC): the text gives its io_uring writes, not
+    'write() ... 0 calls'; closure names no write; every folded row names its role and span (an io-wq
+    worker's read 'iowq;(null);...' before); the text and the JSON of the run agree on the flush calls."""
+    folded = tmp_path / "off.folded"
+    extra = ["--uring-async", "--uring-chunk", "512", "--uring-inflight", "8"]
+    with env.aofwriter(ext4.mnt, port, io="uring-linked", extra=extra) as srv:
+        with tracing.Aoftrace(srv.pid, str(tmp_path / "a.json"), ["-f", str(folded)]) as at:
+            env.benchmark(srv.port, requests=4000, clients=20)
+            time.sleep(0.2)
+            assert at.stop() == 0, at.stderr
+    rep, text = at.report(), at.output
+    fl = rep["flush"]
+    assert fl["writes"] == 0 and fl["uring_writes"] > fl["count"], fl
+    assert "write() inside those flushes" not in text, text
+    m = re.search(r"io_uring inside those flushes: (\d+) AOF writes completed \((\d+) bytes\)", text)
+    assert m and int(m.group(1)) == fl["uring_writes"] and int(m.group(2)) == fl["uring_write_bytes"], text
+    closure = re.search(r"^closure \(components / wall\):(.*)$", text, re.M).group(1)
+    assert "flush" in closure and "write" not in closure, closure
+    m = re.search(r"that wrote or synced: (\d+) \(plus (\d+) empty calls of (\d+)\)", text)
+    assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (fl["count"], fl["empty_calls"], fl["calls"])
+    rows = folded.read_text().splitlines()
+    assert rows, "no off-CPU stacks"
+    for row in rows:
+        role, span, _ = row.split(";", 2)
+        assert role in ROLES and span in SPANS, row
+    workers = [r for r in rows if r.startswith("iowq;")]
+    assert workers and all(r.startswith("iowq;request;") for r in workers), rows[:5]
+
+
+@pytest.mark.parametrize("path", ["/proc/version", "/proc/aoftrace-new.json", "/sys/kernel/aoftrace.json"])
+@pytest.mark.parametrize("opt", ["-j", "-f", "-T"])
+def test_kernel_file_systems_are_refused_at_once(opt, path, sleeper):
+    """An output on procfs or sysfs opened for writing as root and failed only at the end, after the whole
+    -d: refused before attaching, in one line, with nothing written."""
+    before = open("/proc/version").read()
+    t0 = time.monotonic()
+    r = run_aoftrace("-p", sleeper.pid, "-a", "-d", "5", opt, path)
+    assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(f"aoftrace: cannot write {path}: "), r.stderr
+    assert re.search(r"the kernel's (procfs|sysfs)", r.stderr), r.stderr
+    assert time.monotonic() - t0 < 4.0
+    assert open("/proc/version").read() == before
+    assert tracing.no_progs_left()
+
+
+def test_usage_names_every_option():
+    r = run_aoftrace("--help")
+    assert r.returncode == 0
+    usage = r.stdout.split("USAGE:")[1].split("EXAMPLES:")[0]
+    listed = set(re.findall(r"\[?(-\w)\b", usage))
+    options = set(re.findall(r"^\s+(-\w),", r.stdout, re.M)) - {"-h", "-?", "-V"}
+    assert options <= listed, (options - listed, usage)
