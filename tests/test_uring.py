@@ -162,7 +162,7 @@ def test_timeline(xfs, port, tmp_path):
     assert sum(1 for e in ev if e.get("cat") == "block") == sum(
         k["count"] for iss in rep["block"].values() for k in iss.values())
     names = {e["args"]["name"] for e in ev if e["ph"] == "M"}
-    assert any(n.startswith("iou-wrk-") for n in names) and "AOF device" in names
+    assert any(n.startswith("iou-wrk-") for n in names) and "AOF device 1" in names
     assert any(e["ph"] == "i" and e["name"].startswith("fork") for e in ev)
 
 
