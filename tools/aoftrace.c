@@ -167,7 +167,7 @@ static int open_outputs(FILE **json)
 
 	if (env.json_path && !(*json = create_output(env.json_path)))
 		return -errno;
-	if (env.timeline_path && (err = timeline_open(env.timeline_path, env.pid, comp_names, now_ns()))) {
+	if (env.timeline_path && (err = timeline_open(env.timeline_path, env.pid, now_ns()))) {
 		fprintf(stderr, "aoftrace: cannot write %s: %s\n", env.timeline_path, strerror(-err));
 		return err;
 	}

@@ -56,7 +56,7 @@ void report_print(FILE *f, const struct snapshot *s)
 		offcpu_print_top(f, s);
 	fs_print(f, s);
 	dur_print(f, &s->dur);
-	uring_print(f, &s->uring, comp_labels);
+	uring_print(f, &s->uring);
 	print_children(f, s);
 }
 
@@ -104,7 +104,7 @@ int report_json(FILE *f, const struct snapshot *s)
 	json_head(&w, s);
 	ops_json(&w, s);
 	json_children(&w, s);
-	uring_json(&w, &s->uring, comp_names);
+	uring_json(&w, &s->uring);
 	fs_json(&w, s);
 	dur_json(&w, &s->dur);
 	jw_u64(&w, "lost_events", s->counters[CNT_LOST]);

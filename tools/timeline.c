@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "names.h"
 #include "timeline.h"
 #include "uring_stats.h"
 
@@ -31,7 +32,6 @@ static FILE *tf;
 static int target_pid;
 static bool first = true;
 static uint64_t t0;
-static const char *const *comps;
 static uint32_t named[MAX_NAMED];
 static char names[MAX_NAMED][32];
 static int nnamed;
@@ -43,8 +43,6 @@ static struct worker_lanes {
 static int nwlanes;
 static uint32_t next_extra_tid = EXTRA_TID;
 
-static const char *issuer_names[ISS_MAX] = { "server", "child", "jbd2", "kworker", "other" };
-static const char *rqkind_names[RQ_MAX] = { "write", "write FUA", "flush", "read", "other" };
 
 static double ts_us(uint64_t ns)
 {
@@ -184,17 +182,16 @@ static void comp_args(const __u64 *comp)
 {
 	for (int c = 0; c < COMP_MAX; c++)
 		if (comp[c])
-			fprintf(tf, ",\"%s_us\":%.3f", comps[c], comp[c] / 1000.0);
+			fprintf(tf, ",\"%s_us\":%.3f", comp_names[c], comp[c] / 1000.0);
 }
 
-int timeline_open(const char *path, int pid, const char *const comp_names[COMP_MAX], uint64_t start_ns)
+int timeline_open(const char *path, int pid, uint64_t start_ns)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
 
 	if (fd < 0 || !(tf = fdopen(fd, "w")))
 		return -errno;
 	target_pid = pid;
-	comps = comp_names;
 	t0 = start_ns;
 	fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[", tf);
 	sep();
@@ -300,8 +297,8 @@ void timeline_event(const void *data, size_t len)
 		sep();
 		fprintf(tf, "{\"ph\":\"X\",\"name\":\"%s\",\"cat\":\"block\",\"pid\":%d,\"tid\":%u,\"ts\":%.3f,"
 			"\"dur\":%.3f,\"args\":{\"issuer\":\"%s\",\"issuer_tid\":%u,\"bytes\":%u,\"sector\":%llu}}",
-			b->kind < RQ_MAX ? rqkind_names[b->kind] : "?", target_pid, tid, ts_us(start),
-			(end - start) / 1000.0, b->issuer < ISS_MAX ? issuer_names[b->issuer] : "?",
+			NAME(rqkind_labels, b->kind), target_pid, tid, ts_us(start),
+			(end - start) / 1000.0, NAME(issuer_labels, b->issuer),
 			b->issuer_tid, b->bytes, (unsigned long long)b->sector);
 		break;
 	case EV_FORK:

@@ -13,7 +13,7 @@
 #include <linux/types.h>
 #include "aoftrace.h"
 
-int timeline_open(const char *path, int pid, const char *const comp_names[COMP_MAX], uint64_t start_ns);
+int timeline_open(const char *path, int pid, uint64_t start_ns);
 void timeline_event(const void *data, size_t len);
 int timeline_close(void);	/* 0, or -errno if the file could not be written */
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "names.h"
 #include "uring_stats.h"
 
 #define MAX_OPS		256
@@ -29,7 +30,7 @@ struct span {
 
 static struct opstats *ops[MAX_OPS];
 /* Names as the kernel's tracepoints print them (enum io_uring_op less IORING_OP_), generated from vmlinux.h. */
-static const char *const op_names[MAX_OPS] = {
+static const char *const uring_op_names[MAX_OPS] = {
 #include "io_uring_ops.h"
 };
 static struct span *spans;
@@ -46,8 +47,8 @@ const char *uring_op_name(int op)
 {
 	static char buf[16];
 
-	if (op >= 0 && op < MAX_OPS && op_names[op])
-		return op_names[op];
+	if (op >= 0 && op < MAX_OPS && uring_op_names[op])
+		return uring_op_names[op];
 	snprintf(buf, sizeof(buf), "OP_%d", op);
 	return buf;
 }
@@ -186,7 +187,7 @@ static double us(uint64_t ns)
 	return ns / 1000.0;
 }
 
-void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_labels[COMP_MAX])
+void uring_print(FILE *f, const struct uring_workers *w)
 {
 	if (!uring_any())
 		return;
@@ -246,7 +247,7 @@ static void json_q(struct jw *w, const char *key, const struct lhist *h)
 	jw_obj_end(w);
 }
 
-void uring_json(struct jw *w, const struct uring_workers *wk, const char *const comp_names[COMP_MAX])
+void uring_json(struct jw *w, const struct uring_workers *wk)
 {
 	jw_obj(w, "uring");
 	jw_obj(w, "ops");

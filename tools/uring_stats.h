@@ -25,8 +25,8 @@ void uring_init(bool counts_only);
 void uring_add(const struct aof_ureq_event *e);
 const char *uring_op_name(int op);	/* "WRITE", "FSYNC", ... or "OP_<n>"; not reentrant for unknown ops */
 bool uring_any(void);
-void uring_print(FILE *f, const struct uring_workers *w, const char *const comp_labels[COMP_MAX]);
-void uring_json(struct jw *w, const struct uring_workers *wk, const char *const comp_names[COMP_MAX]);
+void uring_print(FILE *f, const struct uring_workers *w);
+void uring_json(struct jw *w, const struct uring_workers *wk);
 void uring_free(void);
 
 #endif /* __URING_STATS_H */
