@@ -1,13 +1,9 @@
 import os
 import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-
-from aofab import env  # noqa: E402
+from aofab import env   # installed editable into .venv by make deps (pyproject.toml)
 
 
 def pytest_configure(config):

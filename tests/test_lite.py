@@ -1,7 +1,6 @@
 """aoftrace --lite, the mode to leave attached: flush and fdatasync latency and counts, io_uring request counts
 and every durability check, without the programs that run per scheduler event, lock contention or block request
 (docs/reliability.md, "Modes")."""
-import os
 import subprocess
 import sys
 import time
@@ -79,7 +78,7 @@ def test_lite_sees_the_rewrite_child(loopfs, port, tmp_path):
     assert "flush+child" in at.output
     # make explain takes lite reports too, and says they have no components
     r = subprocess.run([sys.executable, "-m", "aofab.explain", at.json_path, at.json_path], capture_output=True,
-                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.path.join(env.ROOT, "tools")})
+                       text=True, timeout=60)
     assert r.returncode == 0 and "aoftrace --lite, no components" in r.stdout, (r.stdout, r.stderr)
 
 

@@ -15,11 +15,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-PY = os.path.join(ROOT, ".venv", "bin", "python")
-ENV = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "tools")}
+from aofab import analyze, explain
+from aofab.env import ROOT
 
-from aofab import analyze, explain  # noqa: E402  (conftest puts tools/ on sys.path)
+PY = os.path.join(ROOT, ".venv", "bin", "python")
 
 WATCHED = ("aofwriter", "aoftrace", "redis-benchmark", "perf")
 
@@ -243,7 +242,7 @@ def test_explain_names_the_injected_difference(tmp_path):
     pa, pb = tmp_path / "a.json", tmp_path / "b.json"
     pa.write_text(json.dumps(a))
     pb.write_text(json.dumps(b))
-    r = subprocess.run([PY, "-m", "aofab.explain", str(pa), str(pb)], env=ENV, capture_output=True, text=True,
+    r = subprocess.run([PY, "-m", "aofab.explain", str(pa), str(pb)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -256,7 +255,7 @@ def test_explain_names_the_injected_difference(tmp_path):
 def test_explain_on_a_real_pair(quick):
     out = quick["out"]
     fs = sorted({k.split("-")[0] for k in runs_of(out)})[0]
-    r = subprocess.run([PY, "-m", "aofab.explain", f"{out}::{fs}-write-off", f"{out}::{fs}-write-on"], env=ENV,
+    r = subprocess.run([PY, "-m", "aofab.explain", f"{out}::{fs}-write-off", f"{out}::{fs}-write-on"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     grew = [m.group(1) for m in re.finditer(r"^  (.+?)\s+-?\d+\.\d\s+-?\d+\.\d\s+\+(\d+\.\d)", r.stdout, re.M)
@@ -276,7 +275,7 @@ def test_explain_on_a_real_pair(quick):
 def test_interrupt_cleans_up(tmp_path, sig):
     before = snapshot()
     out = str(tmp_path / "out")
-    p = subprocess.Popen([PY, "-m", "aofab.runab", "--quick=1", f"--out={out}"], cwd=ROOT, env=ENV,
+    p = subprocess.Popen([PY, "-m", "aofab.runab", "--quick=1", f"--out={out}"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(5)
     assert p.poll() is None, "the run ended before the signal"
@@ -295,7 +294,7 @@ def test_interrupt_cleans_up(tmp_path, sig):
 def test_bad_settings(tmp_path, args):
     before = snapshot()
     out = tmp_path / "out"
-    r = subprocess.run([PY, "-m", "aofab.runab", f"--out={out}", *args], cwd=ROOT, env=ENV, capture_output=True,
+    r = subprocess.run([PY, "-m", "aofab.runab", f"--out={out}", *args], cwd=ROOT, capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 2, (args, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -364,7 +363,7 @@ def test_uftrace_cross_check(tmp_path):
 def test_uftrace_with_server_is_refused(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run([PY, "-m", "aofab.runab", f"--out={out}", "--uftrace=1", "--server=/usr/bin/redis-server"],
-                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30)
+                       cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == "run-ab: UFTRACE=1 runs aofwriter's -pg build under uftrace; it does not apply to SERVER"
     assert not out.exists()

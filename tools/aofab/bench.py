@@ -9,7 +9,7 @@ cost per flush, and
 what the hooks cost other processes (a write(2) loop and a pipe ping-pong), from which it prints the syscall
 hooks' own cost per flush. A benchmark, not a test: it asserts nothing and exits 0 whatever the figures.
 
-    PYTHONPATH=tools .venv/bin/python -m aofab.bench [--reps 5] [--requests N] [--cpus SERVER:BENCH]
+    .venv/bin/python -m aofab.bench [--reps 5] [--requests N] [--cpus SERVER:BENCH]
         [--modes untraced,aoftrace,lite,bpftrace,floor] [--out FILE]
 
 Every setting may be empty, meaning its default (so make can pass its variables through unchanged).

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 
-from aofab import env
+from . import env
 
 
 # Uprobes on Debian's redis-server flushAppendOnlyFile/aofWrite do not see its flush (the aofWrite probe

@@ -1,7 +1,7 @@
 """Write OUT/report.md (paste-ready for a PR discussion), OUT/summary.json, OUT/plots/*.png and
 OUT/flame/*.svg from the runs under OUT/runs (see docs/run-ab.md).
 
-    PYTHONPATH=tools .venv/bin/python -m aofab.report OUT     # re-render a finished run
+    .venv/bin/python -m aofab.report OUT     # re-render a finished run
 """
 import glob
 import json

@@ -2,7 +2,7 @@
 and with a concurrent AOF rewrite, on XFS and ext4 — traced by aoftrace and perf stat, then analysed
 (aofab.analyze), explained (aofab.explain) and written up (aofab.report) in OUT.
 
-    PYTHONPATH=tools .venv/bin/python -m aofab.runab [--quick 1] [--fs xfs,ext4] [--io write,uring]
+    .venv/bin/python -m aofab.runab [--quick 1] [--fs xfs,ext4] [--io write,uring]
         [--rewrite off,on] [--reps 3] [--requests N] [--cpus SERVER:BENCH] [--server PATH --server-args ARGS]
         [--out DIR]
 
