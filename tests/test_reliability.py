@@ -610,7 +610,7 @@ def test_exitstack_window_leaves_nothing(tmp_path):
 
 
 def server_case(tmp_path):
-    before = env._children()
+    before = env.children()
     port = env.free_port()
 
     def lifecycle():
@@ -620,7 +620,7 @@ def server_case(tmp_path):
     def check(where):
         deadline = time.monotonic() + 3
         while True:
-            left = env._children() - before
+            left = env.children() - before
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 listening = True

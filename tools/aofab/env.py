@@ -23,7 +23,7 @@ MKFS = {
 }
 
 
-def _children():
+def children():
     """pids of this process's children (any thread's), zombies included."""
     pids = set()
     with contextlib.suppress(OSError):
@@ -36,7 +36,7 @@ def _children():
 def kill_children(keep=()):
     """Kill (with its process group if it leads one) and reap every child not in `keep`: a KeyboardInterrupt
     that lands inside subprocess.Popen after its fork leaves a child that no Popen object holds."""
-    for pid in _children() - set(keep):
+    for pid in children() - set(keep):
         with contextlib.suppress(OSError):
             if os.getpgid(pid) == pid:
                 os.killpg(pid, signal.SIGKILL)
@@ -48,7 +48,7 @@ def kill_children(keep=()):
 
 def spawn(argv, **kw):
     """subprocess.Popen that leaves no process behind when interrupted before it returns."""
-    before = _children()
+    before = children()
     try:
         return subprocess.Popen(argv, **kw)
     except BaseException as e:
@@ -62,7 +62,7 @@ def run(cmd, **kw):
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
     kw.setdefault("text", True)
-    before = _children()
+    before = children()
     try:
         return subprocess.run(cmd, **kw)
     except BaseException as e:
