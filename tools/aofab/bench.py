@@ -744,8 +744,8 @@ def main(argv=None):
                 env.LoopFS("xfs", size_mb=IMAGE_MB, base=tmp) as fs, contextlib.ExitStack() as stack:
             workdir = os.path.join(fs.mnt, "aof")
             os.mkdir(workdir)
-            port = env.free_port()
-            srv = env.redis_server(workdir, port, extra=["--auto-aof-rewrite-percentage", "0"])
+            srv = env.redis_server(workdir, env.free_port(), extra=["--auto-aof-rewrite-percentage", "0"],
+                                   port_tries=env.PORT_TRIES)
             if s.server_cpus:
                 srv.argv = ["taskset", "-c", s.server_cpus] + srv.argv
             stack.enter_context(srv)

@@ -282,8 +282,10 @@ def one_run(s, cell, rep, idx, fs, hw_ok):
         argv = uftrace_argv(argv, os.path.join(rdir, "uftrace.data"))
     meta["server_argv"] = argv
     try:
-        with (UftraceServer if s.uftrace else env.Server)(argv, port, cwd=workdir,
-                                                          log=os.path.join(rdir, "server.log")) as srv:
+        with (UftraceServer if s.uftrace else env.Server)(argv, port, cwd=workdir, log=os.path.join(rdir, "server.log"),
+                                                          port_tries=env.PORT_TRIES) as srv:
+            port = srv.port                   # another one if the first was taken before the server bound it
+            meta["server_argv"] = srv.argv
             with contextlib.ExitStack() as rw:
                 if cell["rewrite"] == "on" and s.server:
                     loop = rw.enter_context(RewriteLoop(port))
