@@ -25,13 +25,7 @@ def lite(pid, path):
     return tracing.Aoftrace(pid, str(path), ["--lite"])
 
 
-@pytest.fixture(params=["redis-server", "aofwriter"])
-def server(request, loopfs, port, tmp_path):
-    log = str(tmp_path / "server.log")
-    srv = env.redis_server(loopfs.mnt, port, log=log) if request.param == "redis-server" else \
-        env.aofwriter(loopfs.mnt, port, log=log)
-    with srv:
-        yield srv
+SERVERS = ("redis-server", "aofwriter")   # the `server` fixture's kinds here (conftest.py)
 
 
 def test_lite_counts_match_bpftrace(server, tmp_path):

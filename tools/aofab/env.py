@@ -17,6 +17,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build")
+CET_AOFWRITER = os.path.join(BUILD, "cet", "aofwriter")   # aofwriter with endbr64 openings (CET): make test builds it
 
 MKFS = {
     "xfs": ["mkfs.xfs", "-q", "-f"],
