@@ -149,7 +149,7 @@ fuzz: fuzz-deps $(FUZZ_TARGETS)
 
 # aofwriter vs redis-server on the same file system: ops/s and flush latency ratios (a benchmark, not a test).
 bench-writer: deps all
-	PYTHONPATH=tools $(PYTHON) -m aofab.bench_writer $(ARGS)
+	$(PYTHON) -m aofab.bench_writer $(ARGS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin
@@ -176,7 +176,7 @@ UFTRACE :=
 MODES :=
 shq = '$(subst ','\'',$(1))'
 run-ab: deps all $(if $(filter 1 yes true,$(UFTRACE)),$(BUILD)/pg/aofwriter)
-	PYTHONPATH=tools $(PYTHON) -m aofab.runab --quick=$(call shq,$(QUICK)) --fs=$(call shq,$(FS)) \
+	$(PYTHON) -m aofab.runab --quick=$(call shq,$(QUICK)) --fs=$(call shq,$(FS)) \
 	  --io=$(call shq,$(IO)) --rewrite=$(call shq,$(REWRITE)) --reps=$(call shq,$(REPS)) \
 	  --requests=$(call shq,$(REQUESTS)) --preload=$(call shq,$(PRELOAD)) --cpus=$(call shq,$(CPUS)) \
 	  --server=$(call shq,$(SERVER)) --server-args=$(call shq,$(SERVER_ARGS)) --out=$(call shq,$(OUT)) \
@@ -188,13 +188,13 @@ run-ab: deps all $(if $(filter 1 yes true,$(UFTRACE)),$(BUILD)/pg/aofwriter)
 # flush, and writes OUT (default build/bench/bench.json). A benchmark, not a test, e.g.
 # make bench REPS=7 REQUESTS=100000 CPUS=none
 bench: deps all $(BUILD)/floor/aoftrace
-	PYTHONPATH=tools $(PYTHON) -m aofab.bench --reps=$(call shq,$(REPS)) --requests=$(call shq,$(REQUESTS)) \
+	$(PYTHON) -m aofab.bench --reps=$(call shq,$(REPS)) --requests=$(call shq,$(REQUESTS)) \
 	  --cpus=$(call shq,$(CPUS)) --modes=$(call shq,$(MODES)) --out=$(call shq,$(OUT))
 
 # Differential attribution between two aoftrace JSON reports, run directories or OUT::cell (aofab.explain).
 explain:
 	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make explain A=a.json B=b.json" >&2; exit 2; }
-	@PYTHONPATH=tools $(PYTHON) -m aofab.explain $(call shq,$(A)) $(call shq,$(B)) $(EXPLAIN_ARGS)
+	@$(PYTHON) -m aofab.explain $(call shq,$(A)) $(call shq,$(B)) $(EXPLAIN_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -48,6 +48,22 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/requirements.txt
   cp requirements.txt .venv/requirements.txt
 fi
 
+# The package aofab (tools/aofab, declared in pyproject.toml), installed editable so that `python -m aofab.runab`
+# and the tests import this checkout's source with no path settings. Reinstalled only when pyproject.toml changes
+# or the venv was installed from another checkout; built by the venv's pinned setuptools, offline (--no-index
+# --no-build-isolation: nothing is downloaded).
+stamp=$(printf '%s\n' "$PWD"; cat pyproject.toml)
+if [ "$stamp" != "$(cat .venv/aofab.stamp 2>/dev/null)" ]; then
+  if [ -L .venv ]; then   # a venv shared with another checkout: installing here would point it at this one
+    echo "deps: .venv links to $(readlink -f .venv), not installed from this checkout: its aofab would not be" \
+         "this tree's. Give this checkout its own venv: rm .venv && make deps" >&2
+    exit 1
+  fi
+  echo "deps: installing aofab (editable) into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check --no-index --no-deps --no-build-isolation -e .
+  printf '%s\n' "$stamp" > .venv/aofab.stamp
+fi
+
 # Flame graphs of the A/B runs: inferno-flamegraph, built with cargo into a project-local root (git-ignored),
 # only when missing and only if cargo is there (make run-ab then writes folded stacks without SVGs).
 if [ ! -x .cargo-tools/bin/inferno-flamegraph ] && ! command -v inferno-flamegraph >/dev/null; then

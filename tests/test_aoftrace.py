@@ -30,24 +30,9 @@ def redis(loopfs, port, tmp_path):
         yield srv
 
 
-CET_AOFWRITER = os.path.join(env.BUILD, "cet", "aofwriter")
-
-
+CET_AOFWRITER = env.CET_AOFWRITER
 X86_64 = os.uname().machine == "x86_64"
-
-
-@pytest.fixture(params=["redis-server", "aofwriter",
-                        pytest.param("aofwriter-cet", marks=pytest.mark.skipif(not X86_64, reason="endbr64: x86-64"))])
-def server(request, loopfs, port, tmp_path):
-    """Debian's redis-server, or our aofwriter with --io write: the same symbols, the same tool. aofwriter-cet
-    opens every function with endbr64 (-fcf-protection), which aoftrace's uprobes step over."""
-    log = str(tmp_path / "server.log")
-    if request.param == "redis-server":
-        srv = env.redis_server(loopfs.mnt, port, log=log)
-    else:
-        srv = env.aofwriter(loopfs.mnt, port, log=log, exe=CET_AOFWRITER if request.param.endswith("cet") else None)
-    with srv:
-        yield srv
+SERVERS = ("redis-server", "aofwriter", "aofwriter-cet")   # the `server` fixture's kinds here (conftest.py)
 
 
 @pytest.mark.skipif(not X86_64, reason="endbr64 is x86-64's")

@@ -1,7 +1,6 @@
 """aoftrace --lite, the mode to leave attached: flush and fdatasync latency and counts, io_uring request counts
 and every durability check, without the programs that run per scheduler event, lock contention or block request
 (docs/reliability.md, "Modes")."""
-import os
 import subprocess
 import sys
 import time
@@ -26,13 +25,7 @@ def lite(pid, path):
     return tracing.Aoftrace(pid, str(path), ["--lite"])
 
 
-@pytest.fixture(params=["redis-server", "aofwriter"])
-def server(request, loopfs, port, tmp_path):
-    log = str(tmp_path / "server.log")
-    srv = env.redis_server(loopfs.mnt, port, log=log) if request.param == "redis-server" else \
-        env.aofwriter(loopfs.mnt, port, log=log)
-    with srv:
-        yield srv
+SERVERS = ("redis-server", "aofwriter")   # the `server` fixture's kinds here (conftest.py)
 
 
 def test_lite_counts_match_bpftrace(server, tmp_path):
@@ -79,7 +72,7 @@ def test_lite_sees_the_rewrite_child(loopfs, port, tmp_path):
     assert "flush+child" in at.output
     # make explain takes lite reports too, and says they have no components
     r = subprocess.run([sys.executable, "-m", "aofab.explain", at.json_path, at.json_path], capture_output=True,
-                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": os.path.join(env.ROOT, "tools")})
+                       text=True, timeout=60)
     assert r.returncode == 0 and "aoftrace --lite, no components" in r.stdout, (r.stdout, r.stderr)
 
 

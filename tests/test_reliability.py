@@ -35,7 +35,7 @@ import pytest
 
 from aofab import env, tracing
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+ROOT = env.ROOT
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 STRESS = os.environ.get("AOF_STRESS") == "1"
 SEED = int(os.environ.get("AOF_SEED", time.time_ns() % 1_000_000))
@@ -355,7 +355,7 @@ def runab_interrupted(tmp_path, phase, sig, group, rnd, fs="xfs"):
     groups_before = set(blkio_groups())
     argv = [PY, "-m", "aofab.runab", "--quick=1", f"--fs={fs}", "--io=write", "--rewrite=off", "--reps=1",
             "--requests=10000", "--preload=2000", f"--out={out}"]
-    e = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "tools"), "AOFTRACE_TMP": work}
+    e = {**os.environ, "AOFTRACE_TMP": work}
     wrapper = subprocess.Popen([PY, "-c", SUBREAPER, report, *argv], cwd=ROOT, env=e, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -610,7 +610,7 @@ def test_exitstack_window_leaves_nothing(tmp_path):
 
 
 def server_case(tmp_path):
-    before = env._children()
+    before = env.children()
     port = env.free_port()
 
     def lifecycle():
@@ -620,7 +620,7 @@ def server_case(tmp_path):
     def check(where):
         deadline = time.monotonic() + 3
         while True:
-            left = env._children() - before
+            left = env.children() - before
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 listening = True

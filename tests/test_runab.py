@@ -1,12 +1,14 @@
 """make run-ab (tools/aofab/runab.py, analyze.py, report.py, explain.py): a QUICK run end to end, the report's
 figures against the raw JSON, figures and flame graphs, the explanation engine on synthetic and real pairs,
 Ctrl-C / SIGTERM cleanup, and bad settings. About 1.5 minutes on the 2-core VM."""
+import contextlib
 import copy
 import glob
 import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -15,11 +17,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-PY = os.path.join(ROOT, ".venv", "bin", "python")
-ENV = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "tools")}
+from aofab import analyze, env, explain
+from aofab.env import ROOT
 
-from aofab import analyze, explain  # noqa: E402  (conftest puts tools/ on sys.path)
+PY = os.path.join(ROOT, ".venv", "bin", "python")
 
 WATCHED = ("aofwriter", "aoftrace", "redis-benchmark", "perf")
 
@@ -243,7 +244,7 @@ def test_explain_names_the_injected_difference(tmp_path):
     pa, pb = tmp_path / "a.json", tmp_path / "b.json"
     pa.write_text(json.dumps(a))
     pb.write_text(json.dumps(b))
-    r = subprocess.run([PY, "-m", "aofab.explain", str(pa), str(pb)], env=ENV, capture_output=True, text=True,
+    r = subprocess.run([PY, "-m", "aofab.explain", str(pa), str(pb)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -256,7 +257,7 @@ def test_explain_names_the_injected_difference(tmp_path):
 def test_explain_on_a_real_pair(quick):
     out = quick["out"]
     fs = sorted({k.split("-")[0] for k in runs_of(out)})[0]
-    r = subprocess.run([PY, "-m", "aofab.explain", f"{out}::{fs}-write-off", f"{out}::{fs}-write-on"], env=ENV,
+    r = subprocess.run([PY, "-m", "aofab.explain", f"{out}::{fs}-write-off", f"{out}::{fs}-write-on"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     grew = [m.group(1) for m in re.finditer(r"^  (.+?)\s+-?\d+\.\d\s+-?\d+\.\d\s+\+(\d+\.\d)", r.stdout, re.M)
@@ -276,7 +277,7 @@ def test_explain_on_a_real_pair(quick):
 def test_interrupt_cleans_up(tmp_path, sig):
     before = snapshot()
     out = str(tmp_path / "out")
-    p = subprocess.Popen([PY, "-m", "aofab.runab", "--quick=1", f"--out={out}"], cwd=ROOT, env=ENV,
+    p = subprocess.Popen([PY, "-m", "aofab.runab", "--quick=1", f"--out={out}"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(5)
     assert p.poll() is None, "the run ended before the signal"
@@ -295,7 +296,7 @@ def test_interrupt_cleans_up(tmp_path, sig):
 def test_bad_settings(tmp_path, args):
     before = snapshot()
     out = tmp_path / "out"
-    r = subprocess.run([PY, "-m", "aofab.runab", f"--out={out}", *args], cwd=ROOT, env=ENV, capture_output=True,
+    r = subprocess.run([PY, "-m", "aofab.runab", f"--out={out}", *args], cwd=ROOT, capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 2, (args, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -364,7 +365,68 @@ def test_uftrace_cross_check(tmp_path):
 def test_uftrace_with_server_is_refused(tmp_path):
     out = tmp_path / "out"
     r = subprocess.run([PY, "-m", "aofab.runab", f"--out={out}", "--uftrace=1", "--server=/usr/bin/redis-server"],
-                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=30)
+                       cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == "run-ab: UFTRACE=1 runs aofwriter's -pg build under uftrace; it does not apply to SERVER"
     assert not out.exists()
+
+
+# --- a port taken between env.free_port and the server's bind ----------------------------------------------------
+
+@pytest.fixture
+def taken_port(monkeypatch):
+    """A port held listening on 127.0.0.1 (and never answered), which env.free_port hands out first, as if it were
+    taken the instant after it was picked; later calls pick truly free ones."""
+    with contextlib.closing(socket.socket()) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        picks, real = [port], env.free_port
+        monkeypatch.setattr(env, "free_port", lambda: picks.pop() if picks else real())
+        yield port
+
+
+@pytest.mark.parametrize("kind", ["redis-server", "aofwriter"])
+def test_server_starts_again_on_a_fresh_port(kind, taken_port, tmp_path, capfd):
+    """The server's bind finds the port taken: it is started again on another one, not failed."""
+    start = env.redis_server if kind == "redis-server" else env.aofwriter
+    with start(str(tmp_path), env.free_port(), log=str(tmp_path / "server.log"), port_tries=env.PORT_TRIES) as srv:
+        assert srv.port != taken_port and f"--port {srv.port}" in " ".join(srv.argv)
+        assert env.holds_listener(srv.pid, srv.port) and not env.holds_listener(srv.pid, taken_port)
+        assert srv.cli("SET", "k", "v") == "OK"
+    assert f"port {taken_port} was taken before the server bound it" in capfd.readouterr().err
+    assert "Address already in use" in (tmp_path / "server.log").read_text()
+    # without port_tries, the same bind failure is an error (what every start did before)
+    with pytest.raises(env.ServerExited):
+        with env.aofwriter(str(tmp_path), taken_port):
+            pass
+
+
+def test_a_server_already_answering_on_the_port_is_not_taken_for_ours(tmp_path):
+    """The port's taker answers PING itself (another test's redis-server): its +PONG must not pass for our
+    server's; ours fails to bind and starts again elsewhere."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    with env.redis_server(str(a), env.free_port()) as other:
+        with env.aofwriter(str(b), other.port, port_tries=env.PORT_TRIES) as ours:
+            assert ours.port != other.port and env.holds_listener(ours.pid, ours.port)
+            assert "aofwriter" in ours.cli("INFO", "server")
+
+
+def test_run_ab_run_survives_a_taken_port(taken_port, tmp_path, monkeypatch):
+    """make run-ab's Errno 98 (Address already in use) on a run's server: one run of run-ab's, on a loop-mounted
+    XFS, whose first port is taken, succeeds on a fresh one and records that one's command line."""
+    from aofab import runab
+    monkeypatch.setattr(env, "interrupted", False)
+    s = runab.parse_settings(["--quick=1", "--fs=xfs", "--io=write", "--rewrite=off", "--requests=2000",
+                              "--preload=0", f"--out={tmp_path / 'out'}"])
+    s.warmup = 200
+    cell = {"fs": "xfs", "io": "write", "rewrite": "off", "key": "xfs-write-off"}
+    with env.LoopFS("xfs") as fs:
+        meta, rdir = runab.one_run(s, cell, 0, 1, fs, hw_ok=False)
+    assert "error" not in meta, meta["error"]
+    assert meta["ops_per_sec"] > 0
+    port = int(meta["server_argv"][meta["server_argv"].index("--port") + 1])
+    assert port != taken_port
+    assert "Address already in use" in open(os.path.join(rdir, "server.log")).read()
+    assert json.load(open(os.path.join(rdir, "aoftrace.json")))["flush"]["count"] > 0

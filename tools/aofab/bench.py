@@ -9,7 +9,7 @@ cost per flush, and
 what the hooks cost other processes (a write(2) loop and a pipe ping-pong), from which it prints the syscall
 hooks' own cost per flush. A benchmark, not a test: it asserts nothing and exits 0 whatever the figures.
 
-    PYTHONPATH=tools .venv/bin/python -m aofab.bench [--reps 5] [--requests N] [--cpus SERVER:BENCH]
+    .venv/bin/python -m aofab.bench [--reps 5] [--requests N] [--cpus SERVER:BENCH]
         [--modes untraced,aoftrace,lite,bpftrace,floor] [--out FILE]
 
 Every setting may be empty, meaning its default (so make can pass its variables through unchanged).
@@ -35,8 +35,8 @@ import sys
 import threading
 import time
 
-from . import env, tracing
-from .runab import UsageError, _int   # the same settings parsing as run-ab
+from . import env, settings, tracing
+from .settings import UsageError
 
 MODES = ("untraced", "aoftrace", "lite", "bpftrace", "floor")
 AOFTRACE_MODES = {"aoftrace": (), "lite": ("--lite",)}   # the aoftrace modes and their options
@@ -73,20 +73,11 @@ tracepoint:syscalls:sys_exit_fdatasync,tracepoint:syscalls:sys_exit_fsync /pid =
 
 def _cpus(value):
     """SERVER:BENCH CPU lists for taskset; empty means 1:0 on a machine with 2+ CPUs, `none` no pinning."""
-    n = os.cpu_count() or 1
     if value in (None, ""):
-        return ("1", "0") if n >= 2 else (None, None)
+        return ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None)
     if value == "none":
         return None, None
-    m = re.fullmatch(r"([0-9,-]+):([0-9,-]+)", value)
-    if not m:
-        raise UsageError(f"CPUS must be SERVER_CPUS:BENCH_CPUS (e.g. 1:0) or none, not {value!r}")
-    for part in m.groups():
-        for tok in part.split(","):
-            bounds = tok.split("-")
-            if len(bounds) > 2 or not all(b.isdigit() for b in bounds) or any(int(b) >= n for b in bounds):
-                raise UsageError(f"CPUS {value!r}: {tok!r} is not a CPU list of this {n}-CPU machine")
-    return m.group(1), m.group(2)
+    return settings.cpu_pair(value, "SERVER_CPUS:BENCH_CPUS (e.g. 1:0) or none")
 
 
 def parse_settings(argv=None):
@@ -95,8 +86,8 @@ def parse_settings(argv=None):
         ap.add_argument(f"--{opt}", default="")
     a = ap.parse_args(argv)
     s = argparse.Namespace()
-    s.reps = _int(a.reps, DEFAULT_REPS, "REPS", 1)
-    s.requests = _int(a.requests, DEFAULT_REQUESTS, "REQUESTS", 1000)
+    s.reps = settings.integer(a.reps, DEFAULT_REPS, "REPS", 1)
+    s.requests = settings.integer(a.requests, DEFAULT_REQUESTS, "REQUESTS", 1000)
     s.server_cpus, s.bench_cpus = _cpus(a.cpus)
     modes = [m.strip() for m in (a.modes or ",".join(MODES)).split(",") if m.strip()]
     for m in modes:
@@ -727,10 +718,8 @@ def print_summary(console, s, summary, failed):
 # --- main -----------------------------------------------------------------------------------------------------
 
 def main(argv=None):
-    try:
-        s = parse_settings(argv)
-    except UsageError as e:
-        print(f"bench: {e}", file=sys.stderr)
+    s = settings.parse(parse_settings, argv, "bench")
+    if s is None:
         return 2
     t_start = time.monotonic()
     runs = []
@@ -755,8 +744,8 @@ def main(argv=None):
                 env.LoopFS("xfs", size_mb=IMAGE_MB, base=tmp) as fs, contextlib.ExitStack() as stack:
             workdir = os.path.join(fs.mnt, "aof")
             os.mkdir(workdir)
-            port = env.free_port()
-            srv = env.redis_server(workdir, port, extra=["--auto-aof-rewrite-percentage", "0"])
+            srv = env.redis_server(workdir, env.free_port(), extra=["--auto-aof-rewrite-percentage", "0"],
+                                   port_tries=env.PORT_TRIES)
             if s.server_cpus:
                 srv.argv = ["taskset", "-c", s.server_cpus] + srv.argv
             stack.enter_context(srv)

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 
-from aofab import env
+from . import env
 
 
 # Uprobes on Debian's redis-server flushAppendOnlyFile/aofWrite do not see its flush (the aofWrite probe
@@ -122,21 +122,20 @@ def hist_quantile(buckets, q):
 def server_for(kind, workdir, port, args):
     if kind == "redis":
         return env.redis_server(workdir, port, appendfsync=args.appendfsync,
-                                extra=["--aof-use-rdb-preamble", "no"])
-    return env.aofwriter(workdir, port, io=kind, appendfsync=args.appendfsync)
+                                extra=["--aof-use-rdb-preamble", "no"], port_tries=env.PORT_TRIES)
+    return env.aofwriter(workdir, port, io=kind, appendfsync=args.appendfsync, port_tries=env.PORT_TRIES)
 
 
 def run_once(fs, kind, args, rnd_idx):
     workdir = tempfile.mkdtemp(prefix=f"{kind}-{rnd_idx}-", dir=fs.mnt)
-    port = env.free_port()
-    srv = server_for(kind, workdir, port, args)
+    srv = server_for(kind, workdir, env.free_port(), args)
     try:
         with srv as s:
             tracer = FlushTracer(s.pid, kind == "redis") if args.trace else None
             if tracer:
                 tracer.__enter__()
             try:
-                rows = env.benchmark(port, requests=args.requests, clients=args.clients, size=args.size,
+                rows = env.benchmark(s.port, requests=args.requests, clients=args.clients, size=args.size,
                                      keyspace=args.keyspace, tests="set",
                                      extra=["-P", str(args.pipeline)] if args.pipeline > 1 else [])
             finally:

@@ -12,10 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build")
+CET_AOFWRITER = os.path.join(BUILD, "cet", "aofwriter")   # aofwriter with endbr64 openings (CET): make test builds it
 
 MKFS = {
     "xfs": ["mkfs.xfs", "-q", "-f"],
@@ -23,12 +25,12 @@ MKFS = {
 }
 
 
-def _children():
-    """pids of this process's children (any thread's), zombies included."""
+def children(pid="self"):
+    """pids of the children of process `pid` (default this one), any thread's, zombies included."""
     pids = set()
     with contextlib.suppress(OSError):
-        for tid in os.listdir("/proc/self/task"):
-            with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as f:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
                 pids.update(int(p) for p in f.read().split())
     return pids
 
@@ -36,7 +38,7 @@ def _children():
 def kill_children(keep=()):
     """Kill (with its process group if it leads one) and reap every child not in `keep`: a KeyboardInterrupt
     that lands inside subprocess.Popen after its fork leaves a child that no Popen object holds."""
-    for pid in _children() - set(keep):
+    for pid in children() - set(keep):
         with contextlib.suppress(OSError):
             if os.getpgid(pid) == pid:
                 os.killpg(pid, signal.SIGKILL)
@@ -48,7 +50,7 @@ def kill_children(keep=()):
 
 def spawn(argv, **kw):
     """subprocess.Popen that leaves no process behind when interrupted before it returns."""
-    before = _children()
+    before = children()
     try:
         return subprocess.Popen(argv, **kw)
     except BaseException as e:
@@ -62,7 +64,7 @@ def run(cmd, **kw):
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
     kw.setdefault("text", True)
-    before = _children()
+    before = children()
     try:
         return subprocess.run(cmd, **kw)
     except BaseException as e:
@@ -205,16 +207,53 @@ def private_dir(prefix, base, owner=None, attr="dir"):
 
 
 def free_port():
+    """A TCP port free on 127.0.0.1 now. Only now: anything may take it before a server binds it, which is why
+    Server can start again on another one (port_tries)."""
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+class ServerExited(RuntimeError):
+    """The server process ended before it answered on its port."""
+
+
+def listener_inodes(port):
+    """Inodes of the TCP sockets listening on `port` (any address), from /proc/net/tcp{,6}."""
+    inodes = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(path) as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()   # sl local_address rem_address st ... inode
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:   # 0A: TCP_LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def holds_listener(pid, port):
+    """Whether process `pid` or one of its descendants (uftrace's aofwriter) holds a socket listening on `port`."""
+    sockets = {f"socket:[{i}]" for i in listener_inodes(port)}
+    todo, seen = [pid], set()
+    while todo and sockets:
+        p = todo.pop()
+        seen.add(p)
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{p}/fd/{fd}") in sockets:
+                        return True
+        todo += children(p) - seen
+    return False
+
+
 def wait_port(port, proc=None, timeout=10.0):
+    """Wait until the server on 127.0.0.1:`port` answers PING; with `proc`, until it is that process's (another
+    one may hold the port: then `proc` fails to bind and exits, ServerExited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+            raise ServerExited(f"server exited with {proc.returncode} before listening on {port}")
         # Ready means answering PING, not just listening: both servers listen before they load
         # the AOF (and aofwriter before its bio_aof thread exists); redis-server answers -LOADING.
         with contextlib.closing(socket.socket()) as s:
@@ -222,7 +261,7 @@ def wait_port(port, proc=None, timeout=10.0):
             try:
                 s.connect(("127.0.0.1", port))
                 s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
+                if s.recv(64).startswith(b"+PONG") and (proc is None or holds_listener(proc.pid, port)):
                     return
             except OSError:
                 pass
@@ -230,12 +269,29 @@ def wait_port(port, proc=None, timeout=10.0):
     raise TimeoutError(f"nothing answers PING on 127.0.0.1:{port} after {timeout}s")
 
 
-class Server:
-    """A RESP server process (redis-server or aofwriter) on 127.0.0.1, stopped and reaped on exit."""
+# What redis-server, valkey-server and aofwriter print when bind(2) fails with EADDRINUSE (strerror's text).
+PORT_IN_USE = b"Address already in use"
+PORT_TRIES = 5
 
-    def __init__(self, argv, port, cwd=None, log=None):
+
+def with_port(argv, old, new):
+    """`argv` with its `--port OLD` made `--port NEW`."""
+    return [str(new) if i and argv[i - 1] == "--port" and a == str(old) else a for i, a in enumerate(argv)]
+
+
+class Server:
+    """A RESP server process (redis-server or aofwriter) on 127.0.0.1, stopped and reaped on exit.
+
+    `argv` holds `--port PORT`. With `port_tries` > 1, a start whose bind fails because the port was taken since
+    it was picked (free_port) is tried again on a fresh port, `port_tries` starts in all: `port` and `argv` are
+    then the last start's, so callers must use them, not the port they passed. Its output goes to `log`
+    (appended), else nowhere (with port_tries > 1, to an unnamed temporary file: the start reads it for the bind
+    failure)."""
+
+    def __init__(self, argv, port, cwd=None, log=None, port_tries=1):
         self.argv, self.port, self.cwd = argv, port, cwd
         self.log = log
+        self.port_tries = port_tries
         self.proc = None
 
     @property
@@ -244,18 +300,37 @@ class Server:
 
     def __enter__(self):
         try:
-            out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-            try:
-                self.proc = spawn(self.argv, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
-            finally:
-                if self.log:
-                    out.close()
-            wait_port(self.port, self.proc)
-            return self
+            for attempt in range(1, self.port_tries + 1):
+                out = open(self.log, "ab") if self.log else tempfile.TemporaryFile() if self.port_tries > 1 else None
+                try:
+                    start = out.seek(0, os.SEEK_END) if out else 0
+                    self.proc = spawn(self.argv, cwd=self.cwd, stdout=out or subprocess.DEVNULL,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                    try:
+                        wait_port(self.port, self.proc)
+                        return self
+                    except ServerExited:
+                        new = free_port()
+                        argv = with_port(self.argv, self.port, new)
+                        if attempt == self.port_tries or argv == self.argv or not self._port_taken(out, start):
+                            raise
+                finally:
+                    if out:
+                        out.close()
+                print(f"aofab: port {self.port} was taken before the server bound it; starting it again on {new}",
+                      file=sys.stderr, flush=True)
+                self.argv, self.port = argv, new
         except BaseException:   # an interrupt anywhere in here, even right after the spawn, stops it
             self.__exit__(None, None, None)
             raise
+
+    @staticmethod
+    def _port_taken(out, start):
+        """Whether what the failed start wrote to `out` from offset `start` on says its bind found the port taken."""
+        out.flush()
+        with open(f"/proc/self/fd/{out.fileno()}", "rb") as f:   # `out` may be open for appending only
+            f.seek(start)
+            return PORT_IN_USE in f.read()
 
     def cli(self, *args, check=True, timeout=30):
         return run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *map(str, args)],
@@ -284,18 +359,18 @@ class Server:
         return False
 
 
-def redis_server(dir, port, appendfsync="always", extra=(), log=None):
+def redis_server(dir, port, appendfsync="always", extra=(), log=None, port_tries=1):
     """Debian's redis-server with the AOF on `dir`: appendonly yes, no RDB snapshots, loopback only."""
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", dir,
             "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "",
             "--daemonize", "no", "--protected-mode", "yes", "--logfile", "", *extra]
-    return Server(argv, port, cwd=dir, log=log)
+    return Server(argv, port, cwd=dir, log=log, port_tries=port_tries)
 
 
-def aofwriter(dir, port, io="write", appendfsync="always", extra=(), log=None, exe=None):
+def aofwriter(dir, port, io="write", appendfsync="always", extra=(), log=None, exe=None, port_tries=1):
     argv = [exe or os.path.join(BUILD, "aofwriter"), "--port", str(port), "--dir", dir,
             "--appendfsync", appendfsync, "--io", io, *extra]
-    return Server(argv, port, cwd=dir, log=log)
+    return Server(argv, port, cwd=dir, log=log, port_tries=port_tries)
 
 
 def benchmark(port, requests=20000, clients=50, size=100, keyspace=100000, tests="set", timeout=300, extra=(),

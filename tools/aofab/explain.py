@@ -1,6 +1,6 @@
 """Differential attribution: where does the time B − A come from, component by component?
 
-    PYTHONPATH=tools .venv/bin/python -m aofab.explain A B
+    .venv/bin/python -m aofab.explain A B
     make explain A=... B=...
 
 A and B are each an aoftrace JSON report (`aoftrace -j FILE`), a run directory of `make run-ab`

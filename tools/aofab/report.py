@@ -1,7 +1,7 @@
 """Write OUT/report.md (paste-ready for a PR discussion), OUT/summary.json, OUT/plots/*.png and
 OUT/flame/*.svg from the runs under OUT/runs (see docs/run-ab.md).
 
-    PYTHONPATH=tools .venv/bin/python -m aofab.report OUT     # re-render a finished run
+    .venv/bin/python -m aofab.report OUT     # re-render a finished run
 """
 import glob
 import json
@@ -244,22 +244,8 @@ def uftrace_section(runs, out):
 
 # --- report --------------------------------------------------------------------------------------------------
 
-def write(out, wall_s=None):
-    with open(os.path.join(out, "settings.json")) as f:
-        meta = json.load(f)
-    st, envi = meta["settings"], meta["environment"]
-    runs = analyze.load_runs(out)
-    cells_all = analyze.aggregate(runs)
-    cells = {k: cells_all[k] for k in meta["cells"] if k in cells_all}
-    comps = comparisons(cells)
-    try:
-        pngs = plots(out, cells)
-        plot_note = None
-    except Exception as e:  # a report without figures is still a report
-        pngs, plot_note = {}, f"plots failed: {e!r}"
-    fl, flame_note = flames(out, cells, runs)
-    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
-
+def header_lines(st, envi, cells, runs, wall_s):
+    """The title, what was run, and the settings and machine it ran on."""
     L = []
     srv = st["server"] or f"aofwriter ({envi['aofwriter']})"
     L.append(f"# AOF A/B: write(2) vs io_uring, rewrite off/on, {' and '.join(st['fs'])} (appendfsync always)")
@@ -297,10 +283,12 @@ def write(out, wall_s=None):
         L.append("- perf: hardware counters not available here (cycles, instructions: <not supported>); "
                  "software counters only.")
     L.append("")
+    return L
 
-    # verdicts
-    L.append("## Verdicts")
-    L.append("")
+
+def verdict_lines(comps):
+    """The "Verdicts" section, and the verdicts by comparison title (for summary.json)."""
+    L = ["## Verdicts", ""]
     all_verdicts = {}
     for title, kind, subj, ctx, a, b in comps:
         va, vb = explain.side_from_cell(a), explain.side_from_cell(b)
@@ -314,21 +302,22 @@ def write(out, wall_s=None):
     if not comps:
         L.append("(one cell only: nothing to compare)")
         L.append("")
+    return L, all_verdicts
 
-    # durability: the verdict of every run (docs/durability.md)
-    L.append("## Durability (every run)")
-    L.append("")
-    L.append("| run | appendfsync seen | verdict |")
-    L.append("| --- | --- | --- |")
+
+def durability_lines(runs):
+    """The durability verdict of every run (docs/durability.md)."""
+    L = ["## Durability (every run)", "", "| run | appendfsync seen | verdict |", "| --- | --- | --- |"]
     for r in runs:
         d = (r.get("trace") or {}).get("durability") or {}
         L.append(f"| {os.path.basename(r['dir'])} | {d.get('appendfsync', '?')} | "
                  f"{analyze.durability_verdict(r.get('trace'))} |")
     L.append("")
+    return L
 
-    # throughput
-    L.append("## Throughput (SET ops/s)")
-    L.append("")
+
+def throughput_lines(cells):
+    L = ["## Throughput (SET ops/s)", ""]
     L.append("| cell | fs | io | rewrite | reps | ops/s mean | ±95% CI | per rep | SETs per flush |")
     L.append("| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: |")
     for k, c in cells.items():
@@ -339,10 +328,11 @@ def write(out, wall_s=None):
     L.append("CI: Student t, two-sided 95%, over repetitions (missing with one repetition). SETs per flush: "
              "requests of the measured parts / flushes traced (how many commands one flush and its fdatasync carry).")
     L.append("")
+    return L
 
-    # latency
-    L.append("## Latency (us)")
-    L.append("")
+
+def latency_lines(cells):
+    L = ["## Latency (us)", ""]
     L.append("Percentiles: the median across repetitions of each repetition's percentile (aoftrace's log-linear "
              "histograms, ±3%); count and mean: pooled over repetitions. fdatasync = the main thread's "
              "fdatasync/fsync calls (with a rewrite also the manifest/directory fsyncs of the rewrite steps; "
@@ -359,8 +349,12 @@ def write(out, wall_s=None):
             L.append(f"| {k} | {op} | {p['count']} | {f1(p['mean_us'])} | " +
                      " | ".join(f1(p["pct"][n]) for n, _ in analyze.PCTS) + f" | {f1(p['closure_pct'])} |")
     L.append("")
+    return L
 
-    # components
+
+def component_lines(cells):
+    """Where the time of a flush and of an fdatasync goes, one table each."""
+    L = []
     for op in analyze.OPS:
         L.append(f"## Where the time of a {op} goes (mean us per {op})")
         L.append("")
@@ -374,24 +368,28 @@ def write(out, wall_s=None):
     L.append("Components: `components_us` / `count`, pooled over repetitions. Per SET: see the differential "
              "tables below.")
     L.append("")
+    return L
 
-    # io_uring
+
+def uring_lines(cells):
+    """io_uring requests by opcode; nothing when no cell made any."""
     urows = [(k, opc, u) for k, c in cells.items() for opc, u in sorted(c["uring"].items()) if u["requests"]]
-    if urows:
-        L.append("## io_uring requests (summed over repetitions)")
-        L.append("")
-        L.append("| cell | opcode | requests | inline | punted (io-wq) | hashed | failed | short | latency avg us | "
-                 "latency p99 us | io-wq queue avg us | worker run avg us |")
-        L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for k, opc, u in urows:
-            L.append(f"| {k} | {opc} | {u['requests']} | {u['inline']} | {u['punted']} | {u['hashed']} | {u['failed']} | "
-                     f"{u['short']} | {f1(u['latency_avg_us'])} | {f1(u['latency_p99_us'])} | {f1(u['queue_avg_us'])} | "
-                     f"{f1(u['run_avg_us'])} |")
-        L.append("")
-
-    # rewrite
-    L.append("## Rewrite")
+    if not urows:
+        return []
+    L = ["## io_uring requests (summed over repetitions)", ""]
+    L.append("| cell | opcode | requests | inline | punted (io-wq) | hashed | failed | short | latency avg us | "
+             "latency p99 us | io-wq queue avg us | worker run avg us |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for k, opc, u in urows:
+        L.append(f"| {k} | {opc} | {u['requests']} | {u['inline']} | {u['punted']} | {u['hashed']} | {u['failed']} | "
+                 f"{u['short']} | {f1(u['latency_avg_us'])} | {f1(u['latency_p99_us'])} | {f1(u['queue_avg_us'])} | "
+                 f"{f1(u['run_avg_us'])} |")
     L.append("")
+    return L
+
+
+def rewrite_lines(cells):
+    L = ["## Rewrite", ""]
     L.append("| cell | rewrites (children) | child MB written | child fsyncs | fork avg us | fdatasyncs with a child "
              "alive | fdatasync mean idle / active us | flush mean idle / active us |")
     L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -402,10 +400,12 @@ def write(out, wall_s=None):
                  f"{f1(c['fdatasync_idle']['mean_us'])} / {f1(c['fdatasync_active']['mean_us'])} | "
                  f"{f1(c['flush_idle']['mean_us'])} / {f1(c['flush_active']['mean_us'])} |")
     L.append("")
+    return L
 
-    # perf
-    L.append("## CPU (perf stat on the server process, measured part only)")
-    L.append("")
+
+def cpu_lines(cells):
+    """perf stat's figures."""
+    L = ["## CPU (perf stat on the server process, measured part only)", ""]
     L.append("| cell | CPUs utilized | context switches/s | migrations/s | page faults/s |")
     L.append("| --- | ---: | ---: | ---: | ---: |")
     for k, c in cells.items():
@@ -416,26 +416,28 @@ def write(out, wall_s=None):
     L.append("CPUs utilized = task-clock / elapsed time of the perf window; mean over repetitions. "
              "`perf stat -p` counts the server's threads (io-wq workers are threads of the server).")
     L.append("")
+    return L
 
-    # differential tables
-    if comps:
-        L.append("## Differential attribution (B − A, mean us per operation, ranked)")
+
+def differential_lines(comps):
+    """explain's ranked B − A table of every comparison; nothing without one."""
+    if not comps:
+        return []
+    L = ["## Differential attribution (B − A, mean us per operation, ranked)", ""]
+    for title, kind, subj, ctx, a, b in comps:
+        va, vb = explain.side_from_cell(a), explain.side_from_cell(b)
+        L.append(f"### {title}")
         L.append("")
-        for title, kind, subj, ctx, a, b in comps:
-            va, vb = explain.side_from_cell(a), explain.side_from_cell(b)
-            L.append(f"### {title}")
-            L.append("")
-            L.append(f"A = {a['key']}, B = {b['key']}")
-            L.append("")
-            L.append(explain.table_md(va, vb))
-            L.append("")
+        L.append(f"A = {a['key']}, B = {b['key']}")
+        L.append("")
+        L.append(explain.table_md(va, vb))
+        L.append("")
+    return L
 
-    ulines, urows = uftrace_section(runs, out)
-    L += ulines
 
-    # flags
-    L.append("## Flags (what looks wrong or surprising)")
-    L.append("")
+def flag_lines(cells):
+    """What looks wrong or surprising, per run."""
+    L = ["## Flags (what looks wrong or surprising)", ""]
     nflags = 0
     for k, c in cells.items():
         for run, f in c["flags"]:
@@ -445,10 +447,13 @@ def write(out, wall_s=None):
         L.append("- none: no lost events, no failed or short io_uring requests, no offset/growth mismatches, "
                  "every fdatasync forced a commit, closure ≥ 95%.")
     L.append("")
+    return L
 
-    # figures
-    L.append("## Figures")
-    L.append("")
+
+def figure_lines(out, pngs, plot_note, fl, flame_note):
+    """Links to the plots, flame graphs and timeline under OUT, and to the raw data."""
+    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+    L = ["## Figures", ""]
     if pngs:
         L.append(f"- Latency percentiles per cell: [{rel(pngs['latency'])}]({rel(pngs['latency'])})")
         L.append(f"- Component breakdown per cell: [{rel(pngs['components'])}]({rel(pngs['components'])})")
@@ -470,13 +475,47 @@ def write(out, wall_s=None):
     L.append("Raw data per run (aoftrace JSON and text report, folded stacks, redis-benchmark CSV, perf stat "
              "output, run.json with the settings and timings): `runs/`.")
     L.append("")
+    return L
+
+
+def write(out, wall_s=None):
+    """Render OUT/report.md (section by section, in this order), OUT/summary.json, the plots and flame graphs."""
+    with open(os.path.join(out, "settings.json")) as f:
+        meta = json.load(f)
+    st, envi = meta["settings"], meta["environment"]
+    runs = analyze.load_runs(out)
+    cells_all = analyze.aggregate(runs)
+    cells = {k: cells_all[k] for k in meta["cells"] if k in cells_all}
+    comps = comparisons(cells)
+    try:
+        pngs = plots(out, cells)
+        plot_note = None
+    except Exception as e:  # a report without figures is still a report
+        pngs, plot_note = {}, f"plots failed: {e!r}"
+    fl, flame_note = flames(out, cells, runs)
+
+    L = header_lines(st, envi, cells, runs, wall_s)
+    verdicts, all_verdicts = verdict_lines(comps)
+    L += verdicts
+    L += durability_lines(runs)
+    L += throughput_lines(cells)
+    L += latency_lines(cells)
+    L += component_lines(cells)
+    L += uring_lines(cells)
+    L += rewrite_lines(cells)
+    L += cpu_lines(cells)
+    L += differential_lines(comps)
+    ulines, uftrace_rows = uftrace_section(runs, out)
+    L += ulines
+    L += flag_lines(cells)
+    L += figure_lines(out, pngs, plot_note, fl, flame_note)
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(L))
     summary = {"settings": st, "environment": envi, "wall_s": wall_s, "verdicts": all_verdicts,
                "cells": cells, "flame_note": flame_note}
-    if urows:
-        summary["uftrace"] = urows
+    if uftrace_rows:
+        summary["uftrace"] = uftrace_rows
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)
     return path

@@ -2,7 +2,7 @@
 and with a concurrent AOF rewrite, on XFS and ext4 — traced by aoftrace and perf stat, then analysed
 (aofab.analyze), explained (aofab.explain) and written up (aofab.report) in OUT.
 
-    PYTHONPATH=tools .venv/bin/python -m aofab.runab [--quick 1] [--fs xfs,ext4] [--io write,uring]
+    .venv/bin/python -m aofab.runab [--quick 1] [--fs xfs,ext4] [--io write,uring]
         [--rewrite off,on] [--reps 3] [--requests N] [--cpus SERVER:BENCH] [--server PATH --server-args ARGS]
         [--out DIR]
 
@@ -30,7 +30,8 @@ import sys
 import threading
 import time
 
-from . import env, tracing
+from . import env, settings, tracing
+from .settings import UsageError
 
 FS_CHOICES = ("xfs", "ext4")
 IO_CHOICES = ("write", "uring", "uring-linked", "uring-sqpoll")
@@ -39,10 +40,6 @@ CLIENTS, VALUE_SIZE, KEYSPACE = 50, 100, 100000
 PERF_EVENTS_SW = "task-clock,context-switches,cpu-migrations,page-faults"
 PERF_EVENTS_HW = "cycles,instructions"
 IMAGE_MB = 1024
-
-
-class UsageError(Exception):
-    pass
 
 
 def _list(value, default, choices=None, what="value"):
@@ -61,31 +58,10 @@ def _list(value, default, choices=None, what="value"):
     return items
 
 
-def _int(value, default, what, lo):
-    if value in (None, ""):
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise UsageError(f"{what} must be an integer, not {value!r}")
-    if n < lo:
-        raise UsageError(f"{what} must be at least {lo}, not {n}")
-    return n
-
-
 def _cpus(value):
     if value in (None, ""):
         return None, None
-    m = re.fullmatch(r"([0-9,-]+):([0-9,-]+)", value)
-    if not m:
-        raise UsageError(f"CPUS must be SERVER_CPUS:BENCH_CPUS, e.g. 1:0, not {value!r}")
-    n = os.cpu_count() or 1
-    for part in m.groups():
-        for tok in part.split(","):
-            bounds = tok.split("-")
-            if not all(b.isdigit() for b in bounds) or len(bounds) > 2 or any(int(b) >= n for b in bounds):
-                raise UsageError(f"CPUS {value!r}: {tok!r} is not a CPU list of this {n}-CPU machine")
-    return m.group(1), m.group(2)
+    return settings.cpu_pair(value, "SERVER_CPUS:BENCH_CPUS, e.g. 1:0")
 
 
 def parse_settings(argv=None):
@@ -120,9 +96,9 @@ def parse_settings(argv=None):
             raise UsageError("SERVER_ARGS needs SERVER")
         s.io = _list(a.io, ["write", "uring"], IO_CHOICES, "io method")
     s.rewrite = _list(a.rewrite, ["off", "on"], REWRITE_CHOICES, "rewrite setting")
-    s.reps = _int(a.reps, 1 if quick else 3, "REPS", 1)
-    s.requests = _int(a.requests, 20000 if quick else 100000, "REQUESTS", 100)
-    s.preload = _int(a.preload, 20000 if quick else 100000, "PRELOAD", 0)
+    s.reps = settings.integer(a.reps, 1 if quick else 3, "REPS", 1)
+    s.requests = settings.integer(a.requests, 20000 if quick else 100000, "REQUESTS", 100)
+    s.preload = settings.integer(a.preload, 20000 if quick else 100000, "PRELOAD", 0)
     s.warmup = 2000
     s.server_cpus, s.bench_cpus = _cpus(a.cpus)
     s.cpus = a.cpus
@@ -306,8 +282,10 @@ def one_run(s, cell, rep, idx, fs, hw_ok):
         argv = uftrace_argv(argv, os.path.join(rdir, "uftrace.data"))
     meta["server_argv"] = argv
     try:
-        with (UftraceServer if s.uftrace else env.Server)(argv, port, cwd=workdir,
-                                                          log=os.path.join(rdir, "server.log")) as srv:
+        with (UftraceServer if s.uftrace else env.Server)(argv, port, cwd=workdir, log=os.path.join(rdir, "server.log"),
+                                                          port_tries=env.PORT_TRIES) as srv:
+            port = srv.port                   # another one if the first was taken before the server bound it
+            meta["server_argv"] = srv.argv
             with contextlib.ExitStack() as rw:
                 if cell["rewrite"] == "on" and s.server:
                     loop = rw.enter_context(RewriteLoop(port))
@@ -526,10 +504,8 @@ def environment(s, mounts):
 
 
 def main(argv=None):
-    try:
-        s = parse_settings(argv)
-    except UsageError as e:
-        print(f"run-ab: {e}", file=sys.stderr)
+    s = settings.parse(parse_settings, argv, "run-ab")
+    if s is None:
         return 2
     t_start = time.monotonic()
     cells = [{"fs": f, "io": i, "rewrite": r, "key": f"{f}-{i}-{r}"} for f in s.fs for i in s.io for r in s.rewrite]
@@ -548,9 +524,8 @@ def main(argv=None):
             hw_ok = hw_counters_work(base)
             envinfo = environment(s, mounts)
             envinfo["hw_counters"] = hw_ok
-            settings = {k: v for k, v in vars(s).items()}
             with open(os.path.join(s.out, "settings.json"), "w") as f:
-                json.dump({"settings": settings, "environment": envinfo, "cells": [c["key"] for c in cells]}, f,
+                json.dump({"settings": dict(vars(s)), "environment": envinfo, "cells": [c["key"] for c in cells]}, f,
                           indent=1)
             console.print(f"run-ab: {len(cells)} cells × {s.reps} reps, {s.requests} SETs each, "
                           f"{'aofwriter' if not s.server else s.server} on {', '.join(s.fs)} → {s.out}", soft_wrap=True)
