@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * File-system tracepoints (XFS, ext4): io_uring writes and syncs of the AOF, which pass no syscall.
+ */
+#ifndef __AOF_FS_BPF_H
+#define __AOF_FS_BPF_H
+
+/*
+ * io_uring writes do not pass through write(2): check them where the file system begins them. A
+ * write(2) of the target is checked at sys_enter instead, for every file system.
+ */
+static __always_inline void fs_write(struct inode *inode, __u64 pos, __u64 len)
+{
+	__u64 id = bpf_get_current_pid_tgid(), isize;
+	struct tstate *st;
+
+	if ((__u32)(id >> 32) != targ_tgid || ((__u64)inode != aof_inode && !flush_open))
+		return;
+	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	if (st && st->sys_nr >= 0 && is_write(st->sys_nr))
+		return;
+	isize = BPF_CORE_READ(inode, i_size);
+	check_aof_write((__u64)inode, pos, len, isize);
+	if (!flush_open)
+		return;
+	/*
+	 * The first io_uring write of the open flush, run inline by the flushing thread or by an io-wq
+	 * worker: where it starts and i_size then, as note_aof_write() takes them for a write(2), so that
+	 * fs.* and the offset and growth checks count both paths alike.
+	 */
+	if ((__u32)id != flush_tid)
+		st = bpf_map_lookup_elem(&threads, &flush_tid);
+	if (!st || !st->span_start[SPAN_FLUSH] || st->first_known)
+		return;
+	st->first_known = 1;
+	st->first_off = pos;
+	st->isize_before = isize;
+	st->inode = (__u64)inode;
+	st->ino = ino_of((__u64)inode);
+}
+
+/* An io_uring FSYNC of the AOF begins in the file system: what it will cover is written by now. */
+static __always_inline void fs_sync_begin(struct inode *inode)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tstate *st;
+
+	if ((__u32)(id >> 32) != targ_tgid || (__u64)inode != aof_inode)
+		return;
+	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
+	if (st && (st->sys_nr == NR_fsync || st->sys_nr == NR_fdatasync))
+		return;		/* fdatasync(2): its snapshot is taken at sys_enter */
+	if (dur_sync_snap == ~0ULL || dur_wseq < dur_sync_snap)
+		dur_sync_snap = dur_wseq;
+	if (dur_err_pending) {
+		dur_err_pending = 0;
+		count(CNT_SYNC_RETRIED, 1);
+	}
+}
+
+/* Every write and fsync of these file systems comes here: the target test first, before reading a pointer. */
+static __always_inline bool from_target(void)
+{
+	return (__u32)(bpf_get_current_pid_tgid() >> 32) == targ_tgid;
+}
+
+/*
+ * Pointers are read with BPF_CORE_READ, not followed through BTF: each BTF pointer load makes the 6.18
+ * verifier look up "<struct>__safe_*" names in a linear scan of the kernel's BTF, ~1 ms of start-up.
+ */
+SEC("tp_btf/xfs_file_buffered_write")
+int BPF_PROG(xfs_file_buffered_write, struct kiocb *iocb, struct iov_iter *from)
+{
+	if (!from_target())
+		return 0;
+	fs_write(BPF_CORE_READ(iocb, ki_filp, f_inode), iocb->ki_pos, from->count);
+	return 0;
+}
+
+SEC("tp_btf/xfs_file_direct_write")
+int BPF_PROG(xfs_file_direct_write, struct kiocb *iocb, struct iov_iter *from)
+{
+	if (!from_target())
+		return 0;
+	fs_write(BPF_CORE_READ(iocb, ki_filp, f_inode), iocb->ki_pos, from->count);
+	return 0;
+}
+
+/* ext4 traces each folio of a buffered write; the first one starts where the write does. */
+SEC("tp_btf/ext4_da_write_begin")
+int BPF_PROG(ext4_da_write_begin, struct inode *inode, loff_t pos, unsigned int len)
+{
+	if (!from_target())
+		return 0;
+	fs_write(inode, pos, len);
+	return 0;
+}
+
+SEC("tp_btf/ext4_write_begin")
+int BPF_PROG(ext4_write_begin, struct inode *inode, loff_t pos, unsigned int len)
+{
+	if (!from_target())
+		return 0;
+	fs_write(inode, pos, len);
+	return 0;
+}
+
+SEC("tp_btf/xfs_file_fsync")
+int BPF_PROG(xfs_file_fsync, struct xfs_inode *ip)
+{
+	if (!from_target())
+		return 0;
+	fs_sync_begin((struct inode *)((void *)ip + bpf_core_field_offset(struct xfs_inode, i_vnode)));
+	return 0;
+}
+
+SEC("tp_btf/ext4_sync_file_enter")
+int BPF_PROG(ext4_sync_file_enter, struct file *file, int datasync)
+{
+	if (!from_target())
+		return 0;
+	fs_sync_begin(BPF_CORE_READ(file, f_inode));
+	return 0;
+}
+
+#endif /* __AOF_FS_BPF_H */
