@@ -47,7 +47,7 @@ __noinline int note_aof_inode(__u64 inode_addr)
 	 * XFS's IOLOCK is the VFS i_rwsem (since 4.7); its ILOCK is xfs_inode.i_lock, a rw_semaphore
 	 * since 6.1 (mrlock_t before), taken for block mapping and size updates: also this inode's lock.
 	 */
-	if (BPF_CORE_READ(inode, i_sb, s_magic) == 0x58465342 /* XFS_SB_MAGIC */ &&
+	if (BPF_CORE_READ(inode, i_sb, s_magic) == XFS_SB_MAGIC &&
 	    bpf_core_field_exists(struct xfs_inode, i_lock))
 		aof_ilock = (__u64)inode - bpf_core_field_offset(struct xfs_inode, i_vnode) +
 			    bpf_core_field_offset(struct xfs_inode, i_lock);

@@ -89,7 +89,7 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 	struct task_struct *cur;
 	const char *comm;
 	__u32 flags, op;
-	int who;
+	enum aof_who who;
 
 	if (!aof_dev || rq->tag < 0)
 		return 0;
@@ -109,9 +109,9 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 	cur = bpf_get_current_task_btf();
 	who = tracked(cur->tgid);
 	comm = cur->comm;
-	if (who == 1)
+	if (who == WHO_TARGET)
 		ri.issuer = ISS_TARGET;
-	else if (who == 2)
+	else if (who == WHO_CHILD)
 		ri.issuer = ISS_CHILD;
 	else if (prefix(comm, "jbd2/", 5))
 		ri.issuer = ISS_JBD2;
@@ -120,12 +120,12 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 	else
 		ri.issuer = ISS_OTHER;
 	flags = rq->cmd_flags;
-	op = flags & 0xff;	/* REQ_OP_MASK, unchanged since 4.10 */
-	if (op == 0 /* REQ_OP_READ */)
+	op = flags & REQ_OP_MASK;
+	if (op == REQ_OP_READ)
 		ri.kind = RQ_READ;
-	else if (op == 2 /* REQ_OP_FLUSH */)
+	else if (op == REQ_OP_FLUSH)
 		ri.kind = RQ_FLUSH;
-	else if (op == 1 /* REQ_OP_WRITE */)
+	else if (op == REQ_OP_WRITE)
 		ri.kind = flags & (1u << bpf_core_enum_value(enum req_flag_bits, __REQ_FUA)) ?
 			  RQ_WRITE_FUA : RQ_WRITE;
 	else

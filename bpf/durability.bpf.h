@@ -90,7 +90,7 @@ __noinline int check_reply(int fd)
 		return 0;		/* the common case, also decided by reply() before the call */
 	now = bpf_ktime_get_ns();
 	f = fd_file(fd);
-	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & 0170000) != 0140000 /* S_IFSOCK */)
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return 0;
 	if (dur_err_pending) {
 		dur_err_pending = 0;

@@ -137,7 +137,7 @@ __noinline int note_aof_write(struct tstate *st, long nr, int fd, __u64 arg3)
 	if (!f)
 		return 0;
 	inode = BPF_CORE_READ(f, f_inode);
-	if (!inode || (BPF_CORE_READ(inode, i_mode) & 0170000) != 0100000 /* S_ISREG */)
+	if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFREG)
 		return 0;
 	note_aof_inode((__u64)inode);
 	/* Where the kernel will write: pwrite's offset or the file position, i_size with O_APPEND. */
@@ -146,7 +146,7 @@ __noinline int note_aof_write(struct tstate *st, long nr, int fd, __u64 arg3)
 		off = arg3;
 	else
 		off = BPF_CORE_READ(f, f_pos);
-	if (BPF_CORE_READ(f, f_flags) & 02000 /* O_APPEND */)
+	if (BPF_CORE_READ(f, f_flags) & O_APPEND)
 		off = isize;
 	st->w_off = off;
 	st->w_isize = isize;
@@ -171,7 +171,7 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 {
 	__u64 id, now;
 	struct tstate *st;
-	int who;
+	enum aof_who who;
 
 	if (!is_write(nr) && nr != NR_fsync && nr != NR_fdatasync && !is_fork(nr) &&
 	    nr != NR_sync_file_range && nr != NR_io_uring_enter && nr != NR_sendto && nr != NR_sendmsg)
@@ -181,17 +181,17 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 	if (!who)
 		return 0;
 	if (nr == NR_sendto || nr == NR_sendmsg) {
-		if (who == 1)
+		if (who == WHO_TARGET)
 			reply((int)arg0);
 		return 0;
 	}
-	if (who == 2) {
+	if (who == WHO_CHILD) {
 		if (nr == NR_sync_file_range)
 			count(CNT_CHILD_SFR, 1);
 		if (nr == NR_sync_file_range || is_fork(nr) || nr == NR_io_uring_enter)
 			return 0;
 	}
-	if (who == 1 && (is_write(nr) || is_fork(nr) || nr == NR_sync_file_range ||
+	if (who == WHO_TARGET && (is_write(nr) || is_fork(nr) || nr == NR_sync_file_range ||
 			 nr == NR_io_uring_enter)) {
 		/*
 		 * No flush open: no AOF write, a reply maybe (~30 a flush under redis-benchmark). Decided
@@ -234,20 +234,20 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 			return 0;
 	}
 	now = bpf_ktime_get_ns();
-	if (who == 1 && is_write(nr) && !note_aof_write(st, nr, (int)arg0, arg3)) {
+	if (who == WHO_TARGET && is_write(nr) && !note_aof_write(st, nr, (int)arg0, arg3)) {
 		/* Not the AOF: a reply sent from inside the flush, maybe. */
 		reply((int)arg0);
 		return 0;
 	}
 	st->sys_nr = nr;
 	st->sys_fd = (int)arg0;
-	if (who == 1 && is_write(nr)) {
+	if (who == WHO_TARGET && is_write(nr)) {
 		span_open(st, SPAN_WRITE, now);
 	} else if (nr == NR_fsync || nr == NR_fdatasync) {
 		st->commit = 0;
 		span_open(st, SPAN_SYNC, now);
 		st->sync_aof = 0;
-		if (who == 1) {
+		if (who == WHO_TARGET) {
 			struct file *f = fd_file(st->sys_fd);
 
 			st->sync_aof = f && (__u64)BPF_CORE_READ(f, f_inode) == aof_inode;
@@ -339,10 +339,10 @@ static __always_inline int on_sys_exit(long sys_nr, long ret)
 	__u64 id = bpf_get_current_pid_tgid(), now, start;
 	__u32 tid = (__u32)id, tgid = id >> 32;
 	struct tstate *st;
-	int who = tracked(tgid);
+	enum aof_who who = tracked(tgid);
 	long nr;
 
-	if (!who || (who == 1 && sys_nr >= 0 && is_write(sys_nr) && !flush_open))
+	if (!who || (who == WHO_TARGET && sys_nr >= 0 && is_write(sys_nr) && !flush_open))
 		return 0;	/* a write of the target outside flushes: on_sys_enter kept no state */
 	st = bpf_map_lookup_elem(&threads, &tid);
 	if (!st || st->sys_nr < 0)
@@ -372,7 +372,7 @@ static __always_inline int on_sys_exit(long sys_nr, long ret)
 		}
 		return 0;
 	}
-	if (is_write(nr) && who == 2) {
+	if (is_write(nr) && who == WHO_CHILD) {
 		if (ret > 0)
 			count(CNT_CHILD_WRITE_BYTES, ret);
 		return 0;

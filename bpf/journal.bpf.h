@@ -30,8 +30,16 @@ int BPF_PROG(xfs_log_force, struct xfs_mount *mp, __s64 lsn, unsigned long calle
  * jbd2 commit phases and XFS iclog writes on the AOF's device: what a journal/log wait was made
  * of. Timestamps between the phase tracepoints, keyed by transaction id / iclog.
  */
+enum jbd2_phase {
+	JBD2_PH_START,		/* jbd2_start_commit */
+	JBD2_PH_LOCKING,	/* jbd2_commit_locking: waiting for running handles */
+	JBD2_PH_FLUSHING,	/* jbd2_commit_flushing: ordered data writeback */
+	JBD2_PH_LOGGING,	/* jbd2_commit_logging: journal blocks, commit block, cache flush */
+	JBD2_PH_MAX,		/* (jbd2_end_commit closes the last) */
+};
+
 struct jbd2_phases {
-	__u64 ts[4];		/* start_commit, commit_locking, commit_flushing, commit_logging */
+	__u64 ts[JBD2_PH_MAX];	/* when each phase began */
 };
 
 struct {
@@ -60,7 +68,7 @@ static __always_inline bool aof_journal(journal_t *journal)
 	return true;
 }
 
-static __always_inline void jbd2_phase(journal_t *journal, transaction_t *commit, int phase)
+static __always_inline void jbd2_phase(journal_t *journal, transaction_t *commit, enum jbd2_phase phase)
 {
 	struct jbd2_phases *ph, zero = {};
 	__u32 tid;
@@ -68,38 +76,38 @@ static __always_inline void jbd2_phase(journal_t *journal, transaction_t *commit
 	if (!aof_journal(journal))
 		return;
 	tid = BPF_CORE_READ(commit, t_tid);
-	if (phase == 0)
+	if (phase == JBD2_PH_START)
 		bpf_map_update_elem(&jbd2_commits, &tid, &zero, BPF_ANY);
 	ph = bpf_map_lookup_elem(&jbd2_commits, &tid);
-	if (ph && phase >= 0 && phase < 4)
+	if (ph && phase >= 0 && phase < ARRAY_SIZE(ph->ts))
 		ph->ts[phase] = bpf_ktime_get_ns();
 }
 
 SEC("tp_btf/jbd2_start_commit")
 int BPF_PROG(jbd2_start_commit, journal_t *journal, transaction_t *commit)
 {
-	jbd2_phase(journal, commit, 0);
+	jbd2_phase(journal, commit, JBD2_PH_START);
 	return 0;
 }
 
 SEC("tp_btf/jbd2_commit_locking")
 int BPF_PROG(jbd2_commit_locking, journal_t *journal, transaction_t *commit)
 {
-	jbd2_phase(journal, commit, 1);
+	jbd2_phase(journal, commit, JBD2_PH_LOCKING);
 	return 0;
 }
 
 SEC("tp_btf/jbd2_commit_flushing")
 int BPF_PROG(jbd2_commit_flushing, journal_t *journal, transaction_t *commit)
 {
-	jbd2_phase(journal, commit, 2);
+	jbd2_phase(journal, commit, JBD2_PH_FLUSHING);
 	return 0;
 }
 
 SEC("tp_btf/jbd2_commit_logging")
 int BPF_PROG(jbd2_commit_logging, journal_t *journal, transaction_t *commit)
 {
-	jbd2_phase(journal, commit, 3);
+	jbd2_phase(journal, commit, JBD2_PH_LOGGING);
 	return 0;
 }
 
@@ -119,12 +127,13 @@ int BPF_PROG(jbd2_end_commit, journal_t *journal, transaction_t *commit)
 		return 0;
 	now = bpf_ktime_get_ns();
 	/* all four phases seen, in order: otherwise the commit began before we attached */
-	if (ph->ts[0] && ph->ts[1] >= ph->ts[0] && ph->ts[2] >= ph->ts[1] && ph->ts[3] >= ph->ts[2]) {
+	if (ph->ts[JBD2_PH_START] && ph->ts[JBD2_PH_LOCKING] >= ph->ts[JBD2_PH_START] &&
+	    ph->ts[JBD2_PH_FLUSHING] >= ph->ts[JBD2_PH_LOCKING] && ph->ts[JBD2_PH_LOGGING] >= ph->ts[JBD2_PH_FLUSHING]) {
 		count(CNT_JBD2_COMMITS, 1);
-		count(CNT_JBD2_START_NS, ph->ts[1] - ph->ts[0]);
-		count(CNT_JBD2_LOCKED_NS, ph->ts[2] - ph->ts[1]);
-		count(CNT_JBD2_FLUSHING_NS, ph->ts[3] - ph->ts[2]);
-		count(CNT_JBD2_LOGGING_NS, now - ph->ts[3]);
+		count(CNT_JBD2_START_NS, ph->ts[JBD2_PH_LOCKING] - ph->ts[JBD2_PH_START]);
+		count(CNT_JBD2_LOCKED_NS, ph->ts[JBD2_PH_FLUSHING] - ph->ts[JBD2_PH_LOCKING]);
+		count(CNT_JBD2_FLUSHING_NS, ph->ts[JBD2_PH_LOGGING] - ph->ts[JBD2_PH_FLUSHING]);
+		count(CNT_JBD2_LOGGING_NS, now - ph->ts[JBD2_PH_LOGGING]);
 	}
 	bpf_map_delete_elem(&jbd2_commits, &tid);
 	return 0;

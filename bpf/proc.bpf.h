@@ -16,14 +16,21 @@ struct {
 	__type(value, __u64);		/* fork time */
 } children SEC(".maps");
 
-/* 1 for the target, 2 for one of its forked children, 0 for anybody else: the cheap test first. */
-static __always_inline int tracked(__u32 tgid)
+/* Whose event it is. */
+enum aof_who {
+	WHO_NONE,	/* anybody else: not traced */
+	WHO_TARGET,	/* the target process (any of its threads) */
+	WHO_CHILD,	/* a process it forked (AOF rewrite, RDB save) */
+};
+
+/* The cheap test first: most events are the target's or nobody's. */
+static __always_inline enum aof_who tracked(__u32 tgid)
 {
 	if (tgid == targ_tgid)
-		return 1;
+		return WHO_TARGET;
 	if (nr_children && bpf_map_lookup_elem(&children, &tgid))
-		return 2;
-	return 0;
+		return WHO_CHILD;
+	return WHO_NONE;
 }
 
 static __always_inline __u8 role_of(__u32 tid, __u32 tgid, const char *comm)
@@ -99,7 +106,7 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(sched_process_exit, struct task_struct *p)
 {
 	__u32 pid = p->pid, tgid = p->tgid;
-	int who = tracked(tgid);
+	enum aof_who who = tracked(tgid);
 
 	if (!who)
 		return 0;
@@ -110,12 +117,12 @@ int BPF_PROG(sched_process_exit, struct task_struct *p)
 	}
 	if (pid != tgid)
 		return 0;
-	if (who == 2) {
+	if (who == WHO_CHILD) {
 		if (bpf_map_delete_elem(&children, &pid))
 			return 0;
 		__sync_fetch_and_add(&nr_children, -1);
 	}
-	emit_proc(EV_EXIT, pid, who == 2 ? targ_tgid : 0, p->comm);
+	emit_proc(EV_EXIT, pid, who == WHO_CHILD ? targ_tgid : 0, p->comm);
 	return 0;
 }
 

@@ -124,7 +124,7 @@ static __always_inline struct kthread_rq *krq(struct task_struct *t, bool create
 		return NULL;
 	kr->tag = tag;
 	kr->wake_ts = kr->rq_since_wake = kr->inherited = kr->chain_start = 0;
-	for (int i = 0; i < RQ_HIST; i++)
+	for (int i = 0; i < ARRAY_SIZE(kr->start); i++)
 		kr->start[i] = kr->end[i] = 0;
 	return kr;
 }
@@ -149,7 +149,7 @@ static __always_inline __u64 waker_rq_overlap(struct task_struct *w, __u64 from,
 	kr = krq(w, false);
 	if (!kr)
 		return 0;
-	for (int i = 0; i < RQ_HIST; i++) {
+	for (int i = 0; i < ARRAY_SIZE(kr->start); i++) {
 		__u64 a = kr->start[i] > from ? kr->start[i] : from;
 		__u64 b = kr->end[i] < to ? kr->end[i] : to;
 
@@ -208,7 +208,7 @@ static __always_inline __u8 classify_current(void *ctx)
 	n = bpf_get_stack(ctx, cx.fr->ips, sizeof(cx.fr->ips), 0);
 	if (n <= 0)
 		return COMP_OTHER_OFFCPU;
-	bpf_loop(n / sizeof(__u64), classify_frame, &cx, 0);
+	bpf_loop(n / sizeof(cx.fr->ips[0]), classify_frame, &cx, 0);
 	return CLASSIFY_COMP(cx.best);
 }
 
@@ -258,7 +258,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 	struct tstate *st;
 	__u64 now = 0;
 
-	if (prev->flags & PF_KTHREAD && prev_pid && (preempt || prev_state == 0)) {
+	if (prev->flags & PF_KTHREAD && prev_pid && (preempt || prev_state == TASK_RUNNING)) {
 		kr = krq(prev, true);
 		if (kr && !kr->wake_ts)
 			kr->wake_ts = now = bpf_ktime_get_ns();
@@ -290,7 +290,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 		if (!now)
 			now = bpf_ktime_get_ns();
 		charge(st, now);
-		if (preempt || prev_state == 0 /* TASK_RUNNING */) {
+		if (preempt || prev_state == TASK_RUNNING) {
 			st->run = RUN_RUNQ;
 		} else {
 			st->run = RUN_OFFCPU;

@@ -117,7 +117,7 @@ int BPF_PROG(io_uring_queue_async_work, struct io_kiocb *req, int rw)
 		return 0;
 	u->punt_ns = bpf_ktime_get_ns();
 	u->flags |= UF_PUNTED;
-	if (BPF_CORE_READ(req, work.flags.counter) & 2 /* IO_WQ_WORK_HASHED */)
+	if (BPF_CORE_READ(req, work.flags.counter) & IO_WQ_WORK_HASHED)
 		u->flags |= UF_HASHED;
 	return 0;
 }
