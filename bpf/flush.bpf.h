@@ -24,25 +24,25 @@ int BPF_KPROBE(flush_enter)
 	if (!st)
 		return 0;
 	span_open(st, SPAN_FLUSH, now);
-	st->writes = st->write_errors = st->syncs = st->commits = st->urings = 0;
-	st->uring_ns = 0;
-	st->write_ns = st->write_bytes = st->sync_ns = 0;
-	st->first_off = st->isize_before = st->ino = st->inode = 0;
-	st->uring_bytes = st->uring_syncs = st->uring_writes = 0;
-	st->first_known = 0;
-	st->inode0 = aof_inode;
+	st->flush.writes = st->flush.write_errors = st->flush.syncs = st->flush.commits = st->flush.urings = 0;
+	st->flush.uring_ns = 0;
+	st->flush.write_ns = st->flush.write_bytes = st->flush.sync_ns = 0;
+	st->flush.first_off = st->flush.isize_before = st->flush.ino = st->flush.inode = 0;
+	st->flush.uring_bytes = st->flush.uring_syncs = st->flush.uring_writes = 0;
+	st->flush.first_known = 0;
+	st->flush.inode0 = aof_inode;
 	if (aof_inode) {
 		struct inode *in = (struct inode *)aof_inode;
 
-		st->isize0 = BPF_CORE_READ(in, i_size);
+		st->flush.isize0 = BPF_CORE_READ(in, i_size);
 	} else {
-		st->isize0 = 0;
+		st->flush.isize0 = 0;
 	}
 	flush_open = 1;
 	flush_tid = (__u32)id;
-	st->children_at_start = nr_children;
+	st->flush.children_at_start = nr_children;
 	for (int c = 0; c < COMP_MAX; c++)
-		st->write_tot[c] = st->sync_tot[c] = 0;
+		st->flush.write_tot[c] = st->flush.sync_tot[c] = 0;
 	return 0;
 }
 
@@ -58,24 +58,24 @@ int BPF_KRETPROBE(flush_exit)
 	if ((__u32)(id >> 32) != targ_tgid)
 		return 0;
 	st = bpf_map_lookup_elem(&threads, &tid);
-	if (!st || !st->span_start[SPAN_FLUSH])
+	if (!st || !st->span.start[SPAN_FLUSH])
 		return 0;
-	start = st->span_start[SPAN_FLUSH];
+	start = st->span.start[SPAN_FLUSH];
 	span_close(st, SPAN_FLUSH, now);
 	flush_open = 0;
 	count(CNT_FLUSH_CALLS, 1);
 	/* Growth: the file grew by what the flush wrote, unless it moved to a new file (rewrite). */
-	if (st->inode && st->inode == st->inode0 && st->write_bytes + st->uring_bytes) {
-		struct inode *in = (struct inode *)st->inode;	/* not inside BPF_CORE_READ: tstate is ours */
-		__s64 grew = BPF_CORE_READ(in, i_size) - st->isize0;
-		__s64 diff = grew - (__s64)(st->write_bytes + st->uring_bytes);
+	if (st->flush.inode && st->flush.inode == st->flush.inode0 && st->flush.write_bytes + st->flush.uring_bytes) {
+		struct inode *in = (struct inode *)st->flush.inode;	/* not inside BPF_CORE_READ: tstate is ours */
+		__s64 grew = BPF_CORE_READ(in, i_size) - st->flush.isize0;
+		__s64 diff = grew - (__s64)(st->flush.write_bytes + st->flush.uring_bytes);
 
 		if (diff) {
 			count(CNT_GROWTH_DIFF_BYTES, diff < 0 ? -diff : diff);
-			violation(VIO_GROWTH, st->ino, st->isize0, st->isize0 + grew, diff);
+			violation(VIO_GROWTH, st->flush.ino, st->flush.isize0, st->flush.isize0 + grew, diff);
 		}
 	}
-	if (!st->writes && !st->syncs && !st->urings) {
+	if (!st->flush.writes && !st->flush.syncs && !st->flush.urings) {
 		/* Called on every event-loop turn; an empty buffer returns at once. Count, don't emit. */
 		count(CNT_FLUSH_EMPTY, 1);
 		count(CNT_FLUSH_EMPTY_NS, now - start);
@@ -90,30 +90,30 @@ int BPF_KRETPROBE(flush_exit)
 	e->tid = tid;
 	e->start_ns = start;
 	e->dur_ns = now - start;
-	e->write_ns = st->write_ns;
-	e->write_bytes = st->write_bytes;
-	e->sync_ns = st->sync_ns;
-	e->writes = st->writes;
-	e->write_errors = st->write_errors;
-	e->syncs = st->syncs;
-	e->children = st->children_at_start > nr_children ? st->children_at_start : nr_children;
-	e->first_off = st->first_off;
-	e->isize_before = st->isize_before;
-	inode = (struct inode *)st->inode;
+	e->write_ns = st->flush.write_ns;
+	e->write_bytes = st->flush.write_bytes;
+	e->sync_ns = st->flush.sync_ns;
+	e->writes = st->flush.writes;
+	e->write_errors = st->flush.write_errors;
+	e->syncs = st->flush.syncs;
+	e->children = st->flush.children_at_start > nr_children ? st->flush.children_at_start : nr_children;
+	e->first_off = st->flush.first_off;
+	e->isize_before = st->flush.isize_before;
+	inode = (struct inode *)st->flush.inode;
 	e->isize_after = inode ? BPF_CORE_READ(inode, i_size) : 0;
-	e->ino = st->ino;
-	e->commits = st->commits;
-	e->uring_enters = st->urings;
-	e->uring_bytes = st->uring_bytes;
-	e->uring_syncs = st->uring_syncs;
-	e->uring_writes = st->uring_writes;
-	e->first_known = st->first_known;
+	e->ino = st->flush.ino;
+	e->commits = st->flush.commits;
+	e->uring_enters = st->flush.urings;
+	e->uring_bytes = st->flush.uring_bytes;
+	e->uring_syncs = st->flush.uring_syncs;
+	e->uring_writes = st->flush.uring_writes;
+	e->first_known = st->flush.first_known;
 	e->pad = 0;
-	e->uring_ns = st->uring_ns;
+	e->uring_ns = st->flush.uring_ns;
 	for (int c = 0; c < COMP_MAX; c++) {
-		e->comp[c] = st->comp[SPAN_FLUSH][c];
-		e->write_comp[c] = st->write_tot[c];
-		e->sync_comp[c] = st->sync_tot[c];
+		e->comp[c] = st->span.comp[SPAN_FLUSH][c];
+		e->write_comp[c] = st->flush.write_tot[c];
+		e->sync_comp[c] = st->flush.sync_tot[c];
 	}
 	bpf_ringbuf_submit(e, rb_flags());
 	return 0;
@@ -148,17 +148,17 @@ __noinline int note_aof_write(struct tstate *st, long nr, int fd, __u64 arg3)
 		off = BPF_CORE_READ(f, f_pos);
 	if (BPF_CORE_READ(f, f_flags) & O_APPEND)
 		off = isize;
-	st->w_off = off;
-	st->w_isize = isize;
+	st->dur.w_off = off;
+	st->dur.w_isize = isize;
 	if (!BPF_CORE_READ(inode, __i_nlink))
 		violation(VIO_UNLINKED, BPF_CORE_READ(inode, i_ino), off, isize, 0);
-	if (st->first_known)
+	if (st->flush.first_known)
 		return 1;
-	st->first_known = 1;
-	st->inode = (__u64)inode;
-	st->ino = BPF_CORE_READ(inode, i_ino);
-	st->isize_before = isize;
-	st->first_off = off;
+	st->flush.first_known = 1;
+	st->flush.inode = (__u64)inode;
+	st->flush.ino = BPF_CORE_READ(inode, i_ino);
+	st->flush.isize_before = isize;
+	st->flush.first_off = off;
 	return 1;
 }
 
@@ -205,7 +205,7 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 					       bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
 		/* Only writes inside a flush are AOF writes: replies to clients are writes too, from any
 		 * thread (Valkey's I/O threads have no state here). */
-		if (is_write(nr) && (!st || !st->span_start[SPAN_FLUSH])) {
+		if (is_write(nr) && (!st || !st->span.start[SPAN_FLUSH])) {
 			reply((int)arg0);
 			return 0;
 		}
@@ -239,29 +239,29 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 		reply((int)arg0);
 		return 0;
 	}
-	st->sys_nr = nr;
-	st->sys_fd = (int)arg0;
+	st->sys.nr = nr;
+	st->sys.fd = (int)arg0;
 	if (who == WHO_TARGET && is_write(nr)) {
 		span_open(st, SPAN_WRITE, now);
 	} else if (nr == NR_fsync || nr == NR_fdatasync) {
-		st->commit = 0;
+		st->sys.commit = 0;
 		span_open(st, SPAN_SYNC, now);
-		st->sync_aof = 0;
+		st->sys.sync_aof = 0;
 		if (who == WHO_TARGET) {
-			struct file *f = fd_file(st->sys_fd);
+			struct file *f = fd_file(st->sys.fd);
 
-			st->sync_aof = f && (__u64)BPF_CORE_READ(f, f_inode) == aof_inode;
-			st->sync_snap = dur_wseq;
-			if (st->sync_aof && dur_err_pending) {
+			st->sys.sync_aof = f && (__u64)BPF_CORE_READ(f, f_inode) == aof_inode;
+			st->dur.sync_snap = dur_wseq;
+			if (st->sys.sync_aof && dur_err_pending) {
 				dur_err_pending = 0;
 				count(CNT_SYNC_RETRIED, 1);
 			}
 		}
 	} else if (nr == NR_io_uring_enter) {
-		st->sys_start = now;
-		st->uring_in_flush = st->span_start[SPAN_FLUSH] != 0;
+		st->sys.start = now;
+		st->flush.uring_in_flush = st->span.start[SPAN_FLUSH] != 0;
 	} else {
-		st->sys_start = now;
+		st->sys.start = now;
 	}
 	return 0;
 }
@@ -320,16 +320,16 @@ static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, 
 	e->pid = tgid;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->role = role_of(tid, tgid, e->comm);
-	e->kind = st->sys_nr == NR_fsync ? SYNC_FSYNC : SYNC_FDATASYNC;
-	e->in_flush = st->span_start[SPAN_FLUSH] != 0;
-	e->commit = st->commit;
+	e->kind = st->sys.nr == NR_fsync ? SYNC_FSYNC : SYNC_FDATASYNC;
+	e->in_flush = st->span.start[SPAN_FLUSH] != 0;
+	e->commit = st->sys.commit;
 	e->start_ns = start;
 	e->dur_ns = now - start;
 	e->ret = ret;
 	e->children = nr_children;
-	e->fd = st->sys_fd;
+	e->fd = st->sys.fd;
 	for (int c = 0; c < COMP_MAX; c++)
-		e->comp[c] = st->comp[SPAN_SYNC][c];
+		e->comp[c] = st->span.comp[SPAN_SYNC][c];
 	bpf_ringbuf_submit(e, rb_flags());
 }
 
@@ -345,30 +345,30 @@ static __always_inline int on_sys_exit(long sys_nr, long ret)
 	if (!who || (who == WHO_TARGET && sys_nr >= 0 && is_write(sys_nr) && !flush_open))
 		return 0;	/* a write of the target outside flushes: on_sys_enter kept no state */
 	st = bpf_map_lookup_elem(&threads, &tid);
-	if (!st || st->sys_nr < 0)
+	if (!st || st->sys.nr < 0)
 		return 0;
-	nr = st->sys_nr;
-	st->sys_nr = -1;
+	nr = st->sys.nr;
+	st->sys.nr = -1;
 	now = bpf_ktime_get_ns();
 
 	if (is_fork(nr)) {
 		if (ret > 0) {
 			count(CNT_FORKS, 1);
-			count(CNT_FORK_NS, now - st->sys_start);
+			count(CNT_FORK_NS, now - st->sys.start);
 		}
 		return 0;
 	}
 	if (nr == NR_io_uring_enter) {
 		/* Completions are reaped, at the latest, when the submitter returns from here. */
-		if (st->reap_n) {
-			count(CNT_REAP_N, st->reap_n);
-			count(CNT_REAP_NS, st->reap_n * now - st->reap_sum);
-			st->reap_n = 0;
-			st->reap_sum = 0;
+		if (st->uring.reap_n) {
+			count(CNT_REAP_N, st->uring.reap_n);
+			count(CNT_REAP_NS, st->uring.reap_n * now - st->uring.reap_sum);
+			st->uring.reap_n = 0;
+			st->uring.reap_sum = 0;
 		}
-		if (st->uring_in_flush && st->span_start[SPAN_FLUSH]) {
-			st->urings++;
-			st->uring_ns += now - st->sys_start;
+		if (st->flush.uring_in_flush && st->span.start[SPAN_FLUSH]) {
+			st->flush.urings++;
+			st->flush.uring_ns += now - st->sys.start;
 		}
 		return 0;
 	}
@@ -378,46 +378,46 @@ static __always_inline int on_sys_exit(long sys_nr, long ret)
 		return 0;
 	}
 	if (is_write(nr)) {
-		start = st->span_start[SPAN_WRITE];
+		start = st->span.start[SPAN_WRITE];
 		if (!start)
 			return 0;
 		span_close(st, SPAN_WRITE, now);
-		st->writes++;
-		st->write_ns += now - start;
+		st->flush.writes++;
+		st->flush.write_ns += now - start;
 		if (ret < 0) {
-			st->write_errors++;
-			sync_failed(st->inode, ret);
+			st->flush.write_errors++;
+			sync_failed(st->flush.inode, ret);
 		} else {
-			st->write_bytes += ret;
+			st->flush.write_bytes += ret;
 			aof_written(ret, now);
-			if (st->w_off < st->w_isize) {
-				__u64 over = st->w_isize - st->w_off < (__u64)ret ? st->w_isize - st->w_off : ret;
+			if (st->dur.w_off < st->dur.w_isize) {
+				__u64 over = st->dur.w_isize - st->dur.w_off < (__u64)ret ? st->dur.w_isize - st->dur.w_off : ret;
 
 				count(CNT_OVERWRITE_BYTES, over);
-				violation(VIO_OVERWRITE, ino_of(st->inode), st->w_off, st->w_isize, over);
+				violation(VIO_OVERWRITE, ino_of(st->flush.inode), st->dur.w_off, st->dur.w_isize, over);
 			}
 		}
 		for (int c = 0; c < COMP_MAX; c++)
-			st->write_tot[c] += st->comp[SPAN_WRITE][c];
+			st->flush.write_tot[c] += st->span.comp[SPAN_WRITE][c];
 		return 0;
 	}
 	/* fdatasync / fsync */
-	start = st->span_start[SPAN_SYNC];
+	start = st->span.start[SPAN_SYNC];
 	if (!start)
 		return 0;
 	span_close(st, SPAN_SYNC, now);
-	if (st->sync_aof) {
+	if (st->sys.sync_aof) {
 		if (ret == 0)
-			aof_covered(st->sync_snap);
+			aof_covered(st->dur.sync_snap);
 		else
 			sync_failed(aof_inode, ret);
 	}
-	if (st->span_start[SPAN_FLUSH]) {
-		st->syncs++;
-		st->sync_ns += now - start;
-		st->commits += st->commit;
+	if (st->span.start[SPAN_FLUSH]) {
+		st->flush.syncs++;
+		st->flush.sync_ns += now - start;
+		st->flush.commits += st->sys.commit;
 		for (int c = 0; c < COMP_MAX; c++)
-			st->sync_tot[c] += st->comp[SPAN_SYNC][c];
+			st->flush.sync_tot[c] += st->span.comp[SPAN_SYNC][c];
 	}
 	emit_sync(st, tid, tgid, ret, start, now);
 	return 0;

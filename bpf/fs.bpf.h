@@ -17,7 +17,7 @@ static __always_inline void fs_write(struct inode *inode, __u64 pos, __u64 len)
 	if ((__u32)(id >> 32) != targ_tgid || ((__u64)inode != aof_inode && !flush_open))
 		return;
 	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
-	if (st && st->sys_nr >= 0 && is_write(st->sys_nr))
+	if (st && st->sys.nr >= 0 && is_write(st->sys.nr))
 		return;
 	isize = BPF_CORE_READ(inode, i_size);
 	check_aof_write((__u64)inode, pos, len, isize);
@@ -30,13 +30,13 @@ static __always_inline void fs_write(struct inode *inode, __u64 pos, __u64 len)
 	 */
 	if ((__u32)id != flush_tid)
 		st = bpf_map_lookup_elem(&threads, &flush_tid);
-	if (!st || !st->span_start[SPAN_FLUSH] || st->first_known)
+	if (!st || !st->span.start[SPAN_FLUSH] || st->flush.first_known)
 		return;
-	st->first_known = 1;
-	st->first_off = pos;
-	st->isize_before = isize;
-	st->inode = (__u64)inode;
-	st->ino = ino_of((__u64)inode);
+	st->flush.first_known = 1;
+	st->flush.first_off = pos;
+	st->flush.isize_before = isize;
+	st->flush.inode = (__u64)inode;
+	st->flush.ino = ino_of((__u64)inode);
 }
 
 /* An io_uring FSYNC of the AOF begins in the file system: what it will cover is written by now. */
@@ -48,7 +48,7 @@ static __always_inline void fs_sync_begin(struct inode *inode)
 	if ((__u32)(id >> 32) != targ_tgid || (__u64)inode != aof_inode)
 		return;
 	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
-	if (st && (st->sys_nr == NR_fsync || st->sys_nr == NR_fdatasync))
+	if (st && (st->sys.nr == NR_fsync || st->sys.nr == NR_fdatasync))
 		return;		/* fdatasync(2): its snapshot is taken at sys_enter */
 	if (dur_sync_snap == ~0ULL || dur_wseq < dur_sync_snap)
 		dur_sync_snap = dur_wseq;

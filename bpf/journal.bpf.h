@@ -17,10 +17,10 @@ int BPF_PROG(xfs_log_force, struct xfs_mount *mp, __s64 lsn, unsigned long calle
 		return 0;
 	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
 	if (st && any_span(st) && !folded)
-		st->hint = HINT_XFS_LOG_FORCE;
+		st->hints.next = HINT_XFS_LOG_FORCE;
 	/* One force per sync: xfs_file_fsync() may trace more than one on its way. */
-	if (st && st->span_start[SPAN_SYNC] && !st->commit) {
-		st->commit = 1;
+	if (st && st->span.start[SPAN_SYNC] && !st->sys.commit) {
+		st->sys.commit = 1;
 		count(CNT_JOURNAL_COMMITS, 1);
 	}
 	return 0;

@@ -214,37 +214,37 @@ static __always_inline __u8 classify_current(void *ctx)
 
 static __always_inline void sleep_reason(void *ctx, struct tstate *st, struct task_struct *prev)
 {
-	__u32 h = st->hint & (HINT_SLOTS - 1), check = HINT_NONE;
+	__u32 h = st->hints.next & (HINT_SLOTS - 1), check = HINT_NONE;
 	__u8 *c;
 
-	st->hint = HINT_NONE;
-	if (h > HINT_NONE && !st->lock_comp &&
+	st->hints.next = HINT_NONE;
+	if (h > HINT_NONE && !st->sched.lock_comp &&
 	    BPF_CORE_READ_BITFIELD(prev, in_iowait) == (hint_comp(h) != COMP_JOURNAL)) {
-		if (st->hint_n[h]++ % HINT_CHECK) {
-			st->off_comp = hint_comp(h);
-			st->off_kstack = st->hint_kstack[h];
+		if (st->hints.n[h]++ % HINT_CHECK) {
+			st->sched.off_comp = hint_comp(h);
+			st->sched.off_kstack = st->hints.kstack[h];
 			count(CNT_SLEEPS_HINTED, 1);
 			return;
 		}
 		check = h;
 	}
 	count(CNT_SLEEPS_UNWOUND, 1);
-	st->off_kstack = bpf_get_stackid(ctx, &stacks, 0);
-	if (st->lock_comp) {
-		st->off_comp = st->lock_comp;
+	st->sched.off_kstack = bpf_get_stackid(ctx, &stacks, 0);
+	if (st->sched.lock_comp) {
+		st->sched.off_comp = st->sched.lock_comp;
 		return;
 	}
-	c = st->off_kstack >= 0 ? bpf_map_lookup_elem(&stack_comp, &st->off_kstack) : NULL;
-	st->off_comp = c ? *c : classify_current(ctx);
-	if (!c && st->off_kstack >= 0)
-		bpf_map_update_elem(&stack_comp, &st->off_kstack, &st->off_comp, BPF_NOEXIST);
+	c = st->sched.off_kstack >= 0 ? bpf_map_lookup_elem(&stack_comp, &st->sched.off_kstack) : NULL;
+	st->sched.off_comp = c ? *c : classify_current(ctx);
+	if (!c && st->sched.off_kstack >= 0)
+		bpf_map_update_elem(&stack_comp, &st->sched.off_kstack, &st->sched.off_comp, BPF_NOEXIST);
 	if (check > HINT_NONE) {
 		count(CNT_HINT_CHECKS, 1);
-		if (st->off_comp == hint_comp(check)) {
-			st->hint_kstack[check] = st->off_kstack;
+		if (st->sched.off_comp == hint_comp(check)) {
+			st->hints.kstack[check] = st->sched.off_kstack;
 		} else {
 			count(CNT_HINT_MISMATCHES, 1);
-			st->hint_n[check] = 0;
+			st->hints.n[check] = 0;
 		}
 	}
 }
@@ -283,57 +283,57 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 		worker_detect(st, prev);
 		if (!now)
 			now = bpf_ktime_get_ns();
-		if (ns && st->last_in)
-			*ns += now - st->last_in;
+		if (ns && st->uring.last_in)
+			*ns += now - st->uring.last_in;
 	}
 	if (tracked(prev->tgid) && (st = bpf_map_lookup_elem(&threads, &prev_pid)) && any_span(st)) {
 		if (!now)
 			now = bpf_ktime_get_ns();
 		charge(st, now);
 		if (preempt || prev_state == TASK_RUNNING) {
-			st->run = RUN_RUNQ;
+			st->sched.run = RUN_RUNQ;
 		} else {
-			st->run = RUN_OFFCPU;
+			st->sched.run = RUN_OFFCPU;
 			sleep_reason(ctx, st, prev);
-			st->off_start = now;
-			st->wake_ts = 0;
-			st->waker_pid = 0;
-			st->waker_kstack = -1;
-			st->waker_comm[0] = 0;
+			st->sched.off_start = now;
+			st->sched.wake_ts = 0;
+			st->sched.waker_pid = 0;
+			st->sched.waker_kstack = -1;
+			st->sched.waker_comm[0] = 0;
 			for (int c = 0; c < COMP_MAX; c++)
-				st->pend[c] = 0;
+				st->uring.pend[c] = 0;
 		}
 	}
 	if (is_target_worker(next) && (st = tstate_get(next_pid))) {
 		if (!now)
 			now = bpf_ktime_get_ns();
-		st->last_in = now;
+		st->uring.last_in = now;
 	}
 	if (tracked(next->tgid) && (st = bpf_map_lookup_elem(&threads, &next_pid)) && any_span(st)) {
 		if (!now)
 			now = bpf_ktime_get_ns();
 		charge(st, now);
-		if (st->run == RUN_OFFCPU || st->wake_ts) {
+		if (st->sched.run == RUN_OFFCPU || st->sched.wake_ts) {
 			/* The sleep ends at the wake-up, or here if the wake-up went unseen. */
 			struct aof_offkey key = {
-				.kstack = st->off_kstack,
-				.waker_kstack = st->waker_kstack,
-				.comp = st->off_comp,
+				.kstack = st->sched.off_kstack,
+				.waker_kstack = st->sched.waker_kstack,
+				.comp = st->sched.off_comp,
 				.role = role_of(next_pid, next->tgid, next->comm),
 				.span = innermost_span(st),
-				.waker_pid = st->waker_pid,
+				.waker_pid = st->sched.waker_pid,
 			};
-			__u64 slept = (st->wake_ts ? st->wake_ts : now) - st->off_start, *v;
+			__u64 slept = (st->sched.wake_ts ? st->sched.wake_ts : now) - st->sched.off_start, *v;
 
-			__builtin_memcpy(key.waker_comm, st->waker_comm, sizeof(key.waker_comm));
+			__builtin_memcpy(key.waker_comm, st->sched.waker_comm, sizeof(key.waker_comm));
 			v = bpf_map_lookup_elem(&offstacks, &key);
 			if (v)
 				__sync_fetch_and_add(v, slept);
 			else
 				bpf_map_update_elem(&offstacks, &key, &slept, BPF_NOEXIST);
-			st->wake_ts = 0;
+			st->sched.wake_ts = 0;
 		}
-		st->run = RUN_ONCPU;
+		st->sched.run = RUN_ONCPU;
 	}
 	return 0;
 }
@@ -354,9 +354,9 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 		if (waker->tgid == targ_tgid && p->comm[0] == 'j' && p->comm[1] == 'b' && p->comm[2] == 'd' &&
 		    p->comm[3] == '2' && p->comm[4] == '/') {
 			st = bpf_map_lookup_elem(&threads, &(__u32){ waker->pid });
-			if (st && st->span_start[SPAN_SYNC]) {
-				st->commit = 1;
-				st->hint = folded ? HINT_NONE : HINT_JBD2_COMMIT;
+			if (st && st->span.start[SPAN_SYNC]) {
+				st->sys.commit = 1;
+				st->hints.next = folded ? HINT_NONE : HINT_JBD2_COMMIT;
 			}
 		}
 		kr = krq(p, true);
@@ -399,18 +399,18 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 		__u64 rq_ns = 0;
 
 		st = bpf_map_lookup_elem(&threads, &pid);
-		if (!st || !any_span(st) || st->run != RUN_OFFCPU)
+		if (!st || !any_span(st) || st->sched.run != RUN_OFFCPU)
 			return 0;
 		now = bpf_ktime_get_ns();
 		{
 			struct chain *cc = bpf_map_lookup_elem(&completed_chain, &(__u32){ 0 });
 			__u32 sp = innermost_span(st);
-			__u64 from = sp < SPAN_MAX ? st->span_start[sp] : now;
+			__u64 from = sp < SPAN_MAX ? st->span.start[sp] : now;
 
 			if (kwaker) {
 				struct kthread_rq *wk = krq(waker, false);
 
-				rq_ns = waker_rq_overlap(waker, st->last_ts, now);
+				rq_ns = waker_rq_overlap(waker, st->span.last_ts, now);
 				/* Only a chain this operation started: not the leftovers of older work. */
 				if (wk && wk->chain_start >= from)
 					rq_ns += wk->inherited;
@@ -423,12 +423,12 @@ int BPF_PROG(sched_waking, struct task_struct *p)
 			charge_sleep_pend(st, now);
 		else
 			charge_sleep(st, now, rq_ns);
-		st->run = RUN_RUNQ;
-		st->wake_ts = now;
+		st->sched.run = RUN_RUNQ;
+		st->sched.wake_ts = now;
 		id = bpf_get_current_pid_tgid();
-		st->waker_pid = id >> 32;
-		bpf_get_current_comm(st->waker_comm, sizeof(st->waker_comm));
-		st->waker_kstack = folded ? bpf_get_stackid(ctx, &stacks, 0) : -1;
+		st->sched.waker_pid = id >> 32;
+		bpf_get_current_comm(st->sched.waker_comm, sizeof(st->sched.waker_comm));
+		st->sched.waker_kstack = folded ? bpf_get_stackid(ctx, &stacks, 0) : -1;
 		return 0;
 	}
 	return 0;
@@ -448,7 +448,7 @@ int BPF_PROG(contention_begin, void *lock, unsigned int flags)
 	if (!st || !any_span(st))
 		return 0;
 	charge(st, bpf_ktime_get_ns());
-	st->lock_comp = (__u64)lock == aof_rwsem || ((__u64)lock == aof_ilock && aof_ilock) ?
+	st->sched.lock_comp = (__u64)lock == aof_rwsem || ((__u64)lock == aof_ilock && aof_ilock) ?
 			COMP_INODE_LOCK : COMP_OTHER_LOCK;
 	return 0;
 }
@@ -462,11 +462,11 @@ int BPF_PROG(contention_end, void *lock, int ret)
 	if (!tracked(id >> 32))
 		return 0;
 	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
-	if (!st || !st->lock_comp)
+	if (!st || !st->sched.lock_comp)
 		return 0;
 	if (any_span(st))
 		charge(st, bpf_ktime_get_ns());
-	st->lock_comp = 0;
+	st->sched.lock_comp = 0;
 	return 0;
 }
 
@@ -481,7 +481,7 @@ static __always_inline void hint(__u8 h)
 		return;
 	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
 	if (st && any_span(st))
-		st->hint = h;
+		st->hints.next = h;
 }
 
 /* Fired only when the folio is under writeback, just before folio_wait_bit() (5.15+). */

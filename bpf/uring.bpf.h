@@ -41,22 +41,22 @@ static __always_inline void worker_start(struct tstate *st, struct ureq *u, __u6
 {
 	__u64 start = u->punt_ns ? u->punt_ns : u->submit_ns;
 
-	if (st->last_in > start)
-		start = st->last_in;
-	if (st->last_done > start)
-		start = st->last_done;
+	if (st->uring.last_in > start)
+		start = st->uring.last_in;
+	if (st->uring.last_done > start)
+		start = st->uring.last_done;
 	u->worker = tid;
 	u->start_ns = start;
 	u->flags |= UF_WORKER;
-	st->cur_req = req;
+	st->uring.cur_req = req;
 	if (!any_span(st)) {
-		st->last_ts = start;
-		st->run = RUN_ONCPU;
+		st->span.last_ts = start;
+		st->sched.run = RUN_ONCPU;
 	}
-	st->span_start[SPAN_IOWQ] = start;
-	st->open |= 1 << SPAN_IOWQ;
+	st->span.start[SPAN_IOWQ] = start;
+	st->span.open |= 1 << SPAN_IOWQ;
 	for (int c = 0; c < COMP_MAX; c++)
-		st->comp[SPAN_IOWQ][c] = 0;
+		st->span.comp[SPAN_IOWQ][c] = 0;
 }
 
 static __always_inline bool is_target_worker(struct task_struct *t)
@@ -75,7 +75,7 @@ static __always_inline void worker_detect(struct tstate *st, struct task_struct 
 	if (!work)
 		return;
 	req = (__u64)work - bpf_core_field_offset(struct io_kiocb, work);
-	if (req == st->cur_req)
+	if (req == st->uring.cur_req)
 		return;
 	u = bpf_map_lookup_elem(&ureqs, &req);
 	if (u && !u->worker)
@@ -144,7 +144,7 @@ int BPF_PROG(io_uring_short_write, void *ctx_, __u64 fpos, __u64 wanted, __u64 g
 		return 0;
 	count(CNT_URING_SHORT, 1);
 	st = bpf_map_lookup_elem(&threads, &(__u32){ cur->pid });
-	if (st && st->cur_req && (u = bpf_map_lookup_elem(&ureqs, &st->cur_req)))
+	if (st && st->uring.cur_req && (u = bpf_map_lookup_elem(&ureqs, &st->uring.cur_req)))
 		u->flags |= UF_SHORT;
 	return 0;
 }
@@ -169,7 +169,7 @@ int BPF_PROG(io_uring_fail_link, struct io_kiocb *req, struct io_kiocb *link)
 static __always_inline void uring_durability(struct ureq *u, struct inode *inode, __s32 res, __u64 now)
 {
 	struct tstate *sub = bpf_map_lookup_elem(&threads, &(__u32){ flush_tid });	/* the flushing thread */
-	bool in_flush = u->flags & UF_INFLUSH && flush_open && sub && sub->span_start[SPAN_FLUSH];
+	bool in_flush = u->flags & UF_INFLUSH && flush_open && sub && sub->span.start[SPAN_FLUSH];
 
 	if (is_write_op(u->opcode)) {
 		if (res < 0 || u->flags & UF_SHORT)
@@ -180,11 +180,11 @@ static __always_inline void uring_durability(struct ureq *u, struct inode *inode
 		if (!in_flush && u->flags & UF_INFLUSH)
 			count(CNT_URING_LATE_BYTES, res);
 		if (in_flush) {
-			sub->uring_bytes += res;
-			sub->uring_writes++;
-			if (!sub->inode) {
-				sub->inode = (__u64)inode;
-				sub->ino = BPF_CORE_READ(inode, i_ino);
+			sub->flush.uring_bytes += res;
+			sub->flush.uring_writes++;
+			if (!sub->flush.inode) {
+				sub->flush.inode = (__u64)inode;
+				sub->flush.ino = BPF_CORE_READ(inode, i_ino);
 			}
 		}
 	} else if (u->opcode == bpf_core_enum_value(enum io_uring_op, IORING_OP_FSYNC)) {
@@ -197,7 +197,7 @@ static __always_inline void uring_durability(struct ureq *u, struct inode *inode
 		}
 		aof_covered(snap);
 		if (in_flush)
-			sub->uring_syncs++;
+			sub->flush.uring_syncs++;
 	}
 }
 
@@ -229,10 +229,10 @@ int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_u
 	if (is_target_worker(cur) && (st = tstate_get(cur->pid))) {
 		if (!u->worker)
 			worker_start(st, u, key, cur->pid);
-		if (st->span_start[SPAN_IOWQ])
+		if (st->span.start[SPAN_IOWQ])
 			span_close(st, SPAN_IOWQ, now);
-		st->last_done = now;
-		st->cur_req = 0;
+		st->uring.last_done = now;
+		st->uring.cur_req = 0;
 	}
 	if (u->flags & UF_AOF)
 		uring_durability(u, inode, BPF_CORE_READ(cqe, res), now);
@@ -256,20 +256,20 @@ int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_u
 	e->start_ns = u->worker ? u->start_ns : u->submit_ns;
 	e->complete_ns = now;
 	for (int c = 0; c < COMP_MAX; c++)
-		e->comp[c] = st && u->worker ? st->comp[SPAN_IOWQ][c] : 0;
+		e->comp[c] = st && u->worker ? st->span.comp[SPAN_IOWQ][c] : 0;
 
 	/* The submitter asleep waiting for it: what this request did is what it waited for. */
 	sub = bpf_map_lookup_elem(&threads, &u->submitter);
 	if (sub) {
-		sub->reap_n++;
-		sub->reap_sum += now;
+		sub->uring.reap_n++;
+		sub->uring.reap_sum += now;
 	}
-	if (sub && sub->run == RUN_OFFCPU && any_span(sub) && u->worker) {
+	if (sub && sub->sched.run == RUN_OFFCPU && any_span(sub) && u->worker) {
 		__u64 q = u->start_ns > u->punt_ns && u->punt_ns ? u->start_ns - u->punt_ns : 0;
 
-		sub->pend[COMP_IOWQ_QUEUE] += q;
+		sub->uring.pend[COMP_IOWQ_QUEUE] += q;
 		for (int c = 0; c < COMP_MAX; c++)
-			sub->pend[c] += e->comp[c];
+			sub->uring.pend[c] += e->comp[c];
 	}
 	bpf_ringbuf_submit(e, rb_flags());
 	bpf_map_delete_elem(&ureqs, &key);
