@@ -20,8 +20,8 @@
  *   aof         which file is the AOF: its inode, locks and device
  *   durability  the invariants of appendfsync always (docs/durability.md)
  *   flush       flushAppendOnlyFile() uprobes and the syscalls: write, fdatasync/fsync, fork
- *   fs          XFS and ext4 tracepoints: io_uring writes and syncs of the AOF
  *   uring       io_uring requests and the io-wq workers that run them
+ *   fs          XFS and ext4 tracepoints: io_uring writes and syncs of the AOF
  *   sched       scheduler attribution: sched_switch/waking, lock contention, sleep hints
  *   journal     jbd2 commits and the XFS log
  *   block       block requests on the AOF's device
@@ -52,8 +52,8 @@ const volatile __u64 ring_size = 1 << 20;	/* the events ring buffer's size */
 #include "aof.bpf.h"
 #include "durability.bpf.h"
 #include "flush.bpf.h"
-#include "fs.bpf.h"
 #include "uring.bpf.h"
+#include "fs.bpf.h"
 #include "sched.bpf.h"
 #include "journal.bpf.h"
 #include "block.bpf.h"

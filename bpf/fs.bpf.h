@@ -9,7 +9,57 @@
  * io_uring writes do not pass through write(2): check them where the file system begins them. A
  * write(2) of the target is checked at sys_enter instead, for every file system.
  */
-static __always_inline void fs_write(struct inode *inode, __u64 pos, __u64 len)
+/*
+ * ext4 traces each folio of a buffered write: generic_perform_write() calls write_begin once per folio,
+ * with `len` what is left of the write from `pos` (up to the next boundary of the largest folio), not the
+ * folio's part. So only a write's first call tells where it starts and how long it is, and the others
+ * must not be checked again: a 6 048-byte overwrite at 0 was counted as 6 048 bytes, then 1 952 at 4 096.
+ *
+ * An io_uring write reaches ext4 in an io-wq worker (ext4 refuses IOCB_NOWAIT buffered writes, so io_uring
+ * punts them), whose request keeps the write's start in its kiocb until the write ends, and what is left
+ * of it in its iov_iter: the call at that start is the first, and the iterator says the whole length.
+ * Any other thread (a write(2) of the target outside a flush: the ones inside are checked at the syscall)
+ * is followed by the range its last checked call covered: a call inside it, past its start, is the same
+ * write going on. That guess would take a new write starting inside the previous one's range for the
+ * same write; it is the fallback only.
+ */
+__u32 fsw_tid = 0;		/* the thread, inode and range of the last ext4 write checked (fallback) */
+__u64 fsw_inode = 0, fsw_pos = 0, fsw_end = 0;
+
+/* Is this write_begin call the first of its write? Then *len becomes the write's length if known. */
+static __always_inline bool ext4_write_first(struct inode *inode, __u32 tid, __u64 pos, __u64 *len)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	__u64 req = cur->flags & PF_IO_WORKER ? worker_cur_req(cur) : 0;
+
+	if (req) {
+		struct io_rw *rw = (void *)req + bpf_core_field_offset(struct io_kiocb, cmd);
+		struct io_async_rw *io;
+		__u64 left;
+
+		if (BPF_CORE_READ(rw, kiocb.ki_pos) != pos)
+			return false;	/* a later folio of the request's write */
+		if (bpf_core_field_exists(struct io_async_rw, iter)) {
+			io = BPF_CORE_READ((struct io_kiocb *)req, async_data);
+			left = io ? BPF_CORE_READ(io, iter.count) : 0;
+			if (left > *len)
+				*len = left;
+		}
+		return true;
+	}
+	if (tid == fsw_tid && (__u64)inode == fsw_inode && pos > fsw_pos && pos < fsw_end) {
+		fsw_pos = pos;
+		return false;
+	}
+	fsw_tid = tid;
+	fsw_inode = (__u64)inode;
+	fsw_pos = pos;
+	fsw_end = pos + *len;
+	return true;
+}
+
+/* `per_folio`: ext4's write_begin, called for each folio of a write (above); XFS traces a write once. */
+static __always_inline void fs_write(struct inode *inode, __u64 pos, __u64 len, bool per_folio)
 {
 	__u64 id = bpf_get_current_pid_tgid(), isize;
 	struct tstate *st;
@@ -18,6 +68,8 @@ static __always_inline void fs_write(struct inode *inode, __u64 pos, __u64 len)
 		return;
 	st = bpf_map_lookup_elem(&threads, &(__u32){ (__u32)id });
 	if (st && st->sys.nr >= 0 && is_write(st->sys.nr))
+		return;
+	if (per_folio && !ext4_write_first(inode, (__u32)id, pos, &len))
 		return;
 	isize = BPF_CORE_READ(inode, i_size);
 	check_aof_write((__u64)inode, pos, len, isize);
@@ -73,7 +125,7 @@ int BPF_PROG(xfs_file_buffered_write, struct kiocb *iocb, struct iov_iter *from)
 {
 	if (!from_target())
 		return 0;
-	fs_write(BPF_CORE_READ(iocb, ki_filp, f_inode), iocb->ki_pos, from->count);
+	fs_write(BPF_CORE_READ(iocb, ki_filp, f_inode), iocb->ki_pos, from->count, false);
 	return 0;
 }
 
@@ -82,17 +134,17 @@ int BPF_PROG(xfs_file_direct_write, struct kiocb *iocb, struct iov_iter *from)
 {
 	if (!from_target())
 		return 0;
-	fs_write(BPF_CORE_READ(iocb, ki_filp, f_inode), iocb->ki_pos, from->count);
+	fs_write(BPF_CORE_READ(iocb, ki_filp, f_inode), iocb->ki_pos, from->count, false);
 	return 0;
 }
 
-/* ext4 traces each folio of a buffered write; the first one starts where the write does. */
+/* Each folio of a buffered write (fs_write(), ext4_write_first()). */
 SEC("tp_btf/ext4_da_write_begin")
 int BPF_PROG(ext4_da_write_begin, struct inode *inode, loff_t pos, unsigned int len)
 {
 	if (!from_target())
 		return 0;
-	fs_write(inode, pos, len);
+	fs_write(inode, pos, len, true);
 	return 0;
 }
 
@@ -101,7 +153,7 @@ int BPF_PROG(ext4_write_begin, struct inode *inode, loff_t pos, unsigned int len
 {
 	if (!from_target())
 		return 0;
-	fs_write(inode, pos, len);
+	fs_write(inode, pos, len, true);
 	return 0;
 }
 

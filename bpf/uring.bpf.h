@@ -65,6 +65,15 @@ static __always_inline bool is_target_worker(struct task_struct *t)
 }
 
 /* The request an io-wq worker is running now, if it is one of ours and not yet seen started. */
+/* The request (struct io_kiocb *) io-wq worker `t` is running: its io_worker's cur_work; 0 if none (fs.bpf.h). */
+static __always_inline __u64 worker_cur_req(struct task_struct *t)
+{
+	struct io_worker *w = (struct io_worker *)BPF_CORE_READ(t, worker_private);
+	struct io_wq_work *work = BPF_CORE_READ(w, cur_work);
+
+	return work ? (__u64)work - bpf_core_field_offset(struct io_kiocb, work) : 0;
+}
+
 static __always_inline void worker_detect(struct tstate *st, struct task_struct *t)
 {
 	struct io_worker *w = (struct io_worker *)BPF_CORE_READ(t, worker_private);
