@@ -36,7 +36,7 @@ vmlinux:
 $(BUILD):
 	@mkdir -p $@
 
-$(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) $(VMLINUX) | $(BUILD)
+$(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h bpf/lib/*.h) $(VMLINUX) | $(BUILD)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
@@ -82,7 +82,7 @@ $(BUILD)/cet/aofwriter: $(wildcard tools/workloads/aofwriter*.c tools/workloads/
 
 # make bench's floor mode: the same aoftrace with every BPF program returning at once (-DAOF_FLOOR), so that
 # a run prices the hooks alone. Built by `make bench`, not part of `all`.
-$(BUILD)/floor/aoftrace.bpf.o: bpf/aoftrace.bpf.c $(wildcard bpf/*.h) $(VMLINUX)
+$(BUILD)/floor/aoftrace.bpf.o: bpf/aoftrace.bpf.c $(wildcard bpf/*.h bpf/lib/*.h) $(VMLINUX)
 	@mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -DAOF_FLOOR -c $< -o $@
 

@@ -4,6 +4,7 @@ and reports `ok` for every correct mode of aofwriter and for Debian's redis-serv
 redis-benchmark with BGREWRITEAOF loops, run after run (no false positives)."""
 import glob
 import os
+import re
 import threading
 import time
 
@@ -25,12 +26,12 @@ FAULTS = {
 COUNTERS = ("overwrites", "growth_mismatches", "replies_before_sync", "sync_errors", "writes_to_unlinked")
 
 
-def traced_load(server, tmp_path, requests, rewrite=None, clients=20):
+def traced_load(server, tmp_path, requests, rewrite=None, clients=20, size=200):
     """aoftrace on `server` while redis-benchmark sends `requests` SETs; `rewrite(port)` runs alongside."""
     with tracing.Aoftrace(server.pid, str(tmp_path / "t.json")) as at:
         if rewrite:
             rewrite(server.port)
-        env.benchmark(server.port, requests=requests, clients=clients, size=200, timeout=120)
+        env.benchmark(server.port, requests=requests, clients=clients, size=size, timeout=120)
         assert at.stop() == 0, at.stderr
     return at.report()["durability"], at
 
@@ -71,6 +72,42 @@ def test_injected_fault_is_named(fault, io, loopfs, port, tmp_path):
         assert dur["overwrite_bytes"] >= sum(e["bytes"] for e in ex)
     if fault in ("reply-before-sync", "skip-fsync"):
         assert dur["max_unsynced_window_us"] > 0
+
+
+def aof_written_and_size(w, mnt):
+    """aofwriter's AOF bytes written so far (INFO aofwriter), and the size of its incr file(s)."""
+    info = w.cli("INFO", "aofwriter")
+    incr = glob.glob(os.path.join(mnt, "appendonlydir", "*.incr.aof"))
+    assert incr, os.listdir(mnt)
+    return int(re.search(r"aof_bytes_written:(\d+)", info).group(1)), sum(os.path.getsize(f) for f in incr)
+
+
+@pytest.mark.parametrize("io", ["write", "uring"])
+@pytest.mark.parametrize("fault", [None, "overwrite"], ids=["append", "overwrite"])
+def test_overwrite_bytes_are_the_bytes_overwritten(fault, io, loopfs, port, tmp_path):
+    """Each write checked once, for the bytes it really overwrote. ext4 traces every folio of a buffered
+    write with what is left of the write from there: an io_uring overwrite of several pages was counted
+    again at each page after its first (6 048 bytes at 0 made 6 048 + 1 952), more than was written.
+    aofwriter's overwrite fault writes a flush's whole buffer at end - len (at 0 when the file is shorter),
+    so what it overwrote is exactly what it wrote minus what the file grew; a clean run appends only."""
+    extra = ["--enable-test-faults", "--test-fault", fault, "--test-fault-every", "4"] if fault else []
+    with env.aofwriter(loopfs.mnt, port, io=io, extra=extra) as w:
+        env.benchmark(port, requests=100, clients=5, size=6000)     # something to overwrite from the start
+        written0, size0 = aof_written_and_size(w, loopfs.mnt)
+        # 6 KB values: every flush writes more than a page, so every overwrite spans folios.
+        dur, at = traced_load(w, tmp_path, FAULT_REQUESTS, size=6000)
+        written1, size1 = aof_written_and_size(w, loopfs.mnt)
+    written, overwritten = written1 - written0, (written1 - written0) - (size1 - size0)
+    fs = at.report()["fs"]
+    assert fs["bytes_written"] == written, (fs, written)
+    assert dur["overwrite_bytes"] <= fs["bytes_written"], (dur, fs)
+    assert dur["overwrite_bytes"] == overwritten, (dur, written, overwritten)
+    if fault:
+        ex = [e for e in dur["examples"] if e["kind"] == "overwrites"]
+        assert overwritten > 0 and dur["overwrites"] > 0, dur
+        assert ex and all(e["bytes"] > 4096 for e in ex), ex
+    else:
+        assert overwritten == 0 and dur["overwrites"] == 0 and dur["ok"], dur
 
 
 @pytest.mark.parametrize("rewrite", [False, True], ids=["plain", "rewrite"])
