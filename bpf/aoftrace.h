@@ -168,6 +168,21 @@ struct aof_flush_event {
 	__u64 sync_comp[COMP_MAX];	/* its fdatasync/fsync calls */
 };
 
+/*
+ * Which file a sync was on. The kernel tells the AOF (the inode the flushes write), a directory, or other,
+ * and sends the file's name; user space names the others from it (tools/agg.c).
+ */
+enum aof_file {
+	FILE_AOF,	/* the AOF's current file: the one the flushes write (Valkey/Redis 7+: the incr file) */
+	FILE_REWRITE,	/* a rewrite's temp or base file, or any file a forked child syncs */
+	FILE_MANIFEST,	/* the AOF manifest or its temp file (Valkey/Redis 7+) */
+	FILE_DIR,	/* a directory: after a rename */
+	FILE_OTHER,
+	FILE_MAX,
+};
+
+#define SYNC_NAME_LEN	32
+
 struct aof_sync_event {
 	__u32 type;		/* EV_SYNC */
 	__u32 tid;
@@ -183,6 +198,15 @@ struct aof_sync_event {
 	__s32 fd;
 	char comm[TASK_COMM_LEN];
 	__u64 comp[COMP_MAX];
+	/* the work it did (issue 19): which file, whether it had a size change to commit, what it issued */
+	__u64 ino;		/* the file's inode number, 0 if unknown */
+	__u64 isize;		/* its i_size when the sync began */
+	__u8 file;		/* enum aof_file: FILE_AOF, FILE_DIR or FILE_OTHER from the kernel */
+	__u8 size_changed;	/* i_size differs from the last sync of the same file, or none was seen */
+	__u16 flush_rqs;	/* FLUSH or FUA block requests it issued */
+	__u32 block_rqs;	/* block requests its thread issued on the AOF's device while inside */
+	__u64 block_bytes;
+	char name[SYNC_NAME_LEN];	/* the file's name (its dentry), "" if unknown */
 };
 
 struct aof_proc_event {

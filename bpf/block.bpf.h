@@ -82,6 +82,18 @@ static __always_inline bool issuer_chain(struct rqinfo *ri)
 	return ri->inherited != 0;
 }
 
+/* A request issued by a traced thread inside an fdatasync/fsync: the sync's own work (its record). */
+static __always_inline void sync_issued(__u32 tid, struct request *rq, __u8 kind)
+{
+	struct tstate *st = bpf_map_lookup_elem(&threads, &tid);
+
+	if (!st || !st->span.start[SPAN_SYNC])
+		return;
+	st->sys.sync_blk_rqs++;
+	st->sys.sync_blk_bytes += rq->__data_len;
+	st->sys.sync_flush_rqs += kind == RQ_FLUSH || kind == RQ_WRITE_FUA;
+}
+
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(block_rq_issue, struct request *rq)
 {
@@ -131,6 +143,8 @@ int BPF_PROG(block_rq_issue, struct request *rq)
 	else
 		ri.kind = RQ_OTHER;
 	issuer_chain(&ri);
+	if (who != WHO_NONE)
+		sync_issued(cur->pid, rq, ri.kind);
 	ri.issue_ns = bpf_ktime_get_ns();
 	ri.tid = cur->pid;
 	ri.sector = rq->__sector;

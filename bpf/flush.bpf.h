@@ -244,12 +244,15 @@ static __always_inline int on_sys_enter(long nr, __u64 arg0, __u64 arg3)
 	if (who == WHO_TARGET && is_write(nr)) {
 		span_open(st, SPAN_WRITE, now);
 	} else if (nr == NR_fsync || nr == NR_fdatasync) {
+		struct file *f = fd_file(st->sys.fd);
+
 		st->sys.commit = 0;
 		span_open(st, SPAN_SYNC, now);
+		st->sys.sync_file = (__u64)f;
+		st->sys.sync_blk_rqs = st->sys.sync_flush_rqs = 0;
+		st->sys.sync_blk_bytes = 0;
 		st->sys.sync_aof = 0;
 		if (who == WHO_TARGET) {
-			struct file *f = fd_file(st->sys.fd);
-
 			st->sys.sync_aof = f && (__u64)BPF_CORE_READ(f, f_inode) == aof_inode;
 			st->dur.sync_snap = dur_wseq;
 			if (st->sys.sync_aof && dur_err_pending) {
@@ -305,6 +308,48 @@ int sys_enter_tp(struct syscall_enter_rec *ctx)
 	return on_sys_enter(ctx->nr, ctx->args[0], arg3);
 }
 
+/*
+ * i_size at each file's last sync: a sync whose file did not change size has no inode size update to
+ * log, which is what makes XFS and ext4 force a journal/log commit for an fdatasync (issue 19: a run
+ * whose writes stopped growing the file gets fast syncs for doing less work).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);	/* struct inode * */
+	__type(value, __u64);	/* i_size */
+} synced_size SEC(".maps");
+
+/* Which file the sync was on, its name and whether its size changed since its last sync. */
+static __always_inline void sync_work(struct aof_sync_event *e, const struct tstate *st)
+{
+	struct file *f = (struct file *)st->sys.sync_file;
+	struct inode *inode = f ? BPF_CORE_READ(f, f_inode) : NULL;
+	__u64 key = (__u64)inode, *last;
+	__u16 mode;
+
+	e->name[0] = 0;
+	e->ino = e->isize = 0;
+	e->file = FILE_OTHER;
+	e->size_changed = 0;
+	e->block_rqs = st->sys.sync_blk_rqs;
+	e->block_bytes = st->sys.sync_blk_bytes;
+	e->flush_rqs = st->sys.sync_flush_rqs;
+	if (!inode)
+		return;
+	e->ino = BPF_CORE_READ(inode, i_ino);
+	e->isize = BPF_CORE_READ(inode, i_size);
+	mode = BPF_CORE_READ(inode, i_mode);
+	if (key == aof_inode)
+		e->file = FILE_AOF;
+	else if ((mode & S_IFMT) == S_IFDIR)
+		e->file = FILE_DIR;
+	bpf_probe_read_kernel_str(e->name, sizeof(e->name), BPF_CORE_READ(f, f_path.dentry, d_name.name));
+	last = bpf_map_lookup_elem(&synced_size, &key);
+	e->size_changed = !last || *last != e->isize;
+	bpf_map_update_elem(&synced_size, &key, &e->isize, BPF_ANY);
+}
+
 static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, long ret, __u64 start,
 				      __u64 now)
 {
@@ -330,6 +375,7 @@ static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, 
 	e->fd = st->sys.fd;
 	for (int c = 0; c < COMP_MAX; c++)
 		e->comp[c] = st->span.comp[SPAN_SYNC][c];
+	sync_work(e, st);
 	bpf_ringbuf_submit(e, rb_flags());
 }
 

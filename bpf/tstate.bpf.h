@@ -49,6 +49,11 @@ struct ts_sys {
 	__u64 start;			/* a fork or a child's write: timed, not attributed */
 	__u8 commit;			/* the open sync forced a journal/log commit (journal.bpf.h, sched.bpf.h) */
 	__u8 sync_aof;			/* the sync in flight is of the AOF */
+	/* the work of the sync in flight (its record's file, block_rqs, ...): block.bpf.h adds to them */
+	__u16 sync_flush_rqs;
+	__u32 sync_blk_rqs;
+	__u64 sync_blk_bytes;
+	__u64 sync_file;		/* struct file * of its fd at entry */
 };
 
 /* What durability checks of the write or sync in flight (durability.bpf.h). */

@@ -44,6 +44,17 @@ static void proc_rec(uint32_t type, uint32_t pid, uint32_t children)
 	agg_event(&agg, &e, sizeof(e));
 }
 
+static void sync_rec(uint8_t role, uint8_t file, const char *name, uint8_t size_changed)
+{
+	struct aof_sync_event e = {
+		.type = EV_SYNC, .tid = role == ROLE_MAIN ? 100 : 101, .pid = 100, .role = role, .dur_ns = 400000,
+		.file = file, .size_changed = size_changed, .commit = size_changed, .block_rqs = 2, .block_bytes = 8192,
+	};
+
+	snprintf(e.name, sizeof(e.name), "%s", name);
+	agg_event(&agg, &e, sizeof(e));
+}
+
 static void snap_init(struct snapshot *s, bool lite)
 {
 	memset(s, 0, sizeof(*s));
@@ -166,6 +177,37 @@ static void test_interval_children(void)
 	free(out);
 }
 
+/* The headline fdatasync is the main thread's of the AOF: a rewrite's manifest, directory and temp-file syncs apart. */
+static void test_syncs_by_file(void)
+{
+	struct snapshot s;
+	char *text, *json, *by_file;
+
+	agg_init(&agg, 100, false);
+	for (int i = 0; i < 5; i++)
+		sync_rec(ROLE_MAIN, FILE_AOF, "appendonly.aof.1.incr.aof", i != 4);
+	sync_rec(ROLE_MAIN, FILE_OTHER, "temp-appendonly.aof.manifest", 1);
+	sync_rec(ROLE_MAIN, FILE_DIR, "appendonlydir", 0);
+	sync_rec(ROLE_CHILD, FILE_OTHER, "temp-rewriteaof-bg-4242.aof", 1);
+	sync_rec(ROLE_MAIN, FILE_OTHER, "appendonly.aof.1.base.rdb", 1);
+	sync_rec(ROLE_MAIN, FILE_OTHER, "dump.rdb", 1);
+	CHECK(agg.by_file[FILE_AOF].lat.count == 5 && agg.by_file[FILE_AOF].size_changed == 4, "aof");
+	CHECK(agg.by_file[FILE_MANIFEST].lat.count == 1 && agg.by_file[FILE_DIR].lat.count == 1, "manifest, dir");
+	CHECK(agg.by_file[FILE_REWRITE].lat.count == 2 && agg.by_file[FILE_OTHER].lat.count == 1, "rewrite, other");
+	CHECK(agg.ops[OP_SYNC][RW_IDLE].wall.count == 5 && agg.all.aof_sync.count == 5, "headline: the AOF's own");
+	CHECK(agg.all.sync[ROLE_MAIN].count == 9, "sync_by_role: every file");
+	snap_init(&s, false);
+	CAPTURE(text, report_print(f, &s));
+	CAPTURE(json, report_json(f, &s));
+	CHECK(strstr(text, "syncs by file (all threads)") && strstr(text, "the manifest"), "%s", text);
+	CHECK(strstr(json, "\"other_files_syncs\": 4"), "%.2000s", json);
+	by_file = strstr(json, "\"sync_by_file\": {");
+	CHECK(by_file && strstr(by_file, "\"aof\": {") && strstr(strstr(by_file, "\"aof\": {"), "\"count\": 5,"),
+	      "sync_by_file: %.300s", by_file ? by_file : json);
+	free(text);
+	free(json);
+}
+
 int main(void)
 {
 	uring_init(false);
@@ -174,6 +216,7 @@ int main(void)
 	test_uring_writer();
 	test_lite();
 	test_interval_children();
+	test_syncs_by_file();
 	uring_free();
 	return t_result("test_report");
 }

@@ -94,8 +94,13 @@ static void on_flush(struct agg *a, const struct aof_flush_event *f)
 	totals_flush(&a->ival, f);
 }
 
-static void totals_sync(struct totals *t, const struct aof_sync_event *s)
+static void totals_sync(struct totals *t, const struct aof_sync_event *s, bool aof)
 {
+	if (aof) {
+		lhist_add(&t->aof_sync, s->dur_ns);
+		t->aof_sync_calls[s->kind]++;
+		t->aof_sync_errors += s->ret < 0;
+	}
 	lhist_add(&t->sync[s->role], s->dur_ns);
 	t->sync_calls[s->role][s->kind]++;
 	if (s->ret < 0)
@@ -103,16 +108,56 @@ static void totals_sync(struct totals *t, const struct aof_sync_event *s)
 	children_seen(t, s->children);
 }
 
+/*
+ * Valkey and Redis 7+ name them appendonly.aof.N.incr.aof, .base.aof/.base.rdb, appendonly.aof.manifest, and
+ * temp-rewriteaof-bg-PID.aof / temp-appendonly.aof.manifest while a rewrite runs (aof.c); aofwriter the same.
+ */
+int sync_file(const struct aof_sync_event *s)
+{
+	char name[SYNC_NAME_LEN + 1];
+
+	if (s->file == FILE_AOF || s->file == FILE_DIR)
+		return s->file;
+	memcpy(name, s->name, SYNC_NAME_LEN);
+	name[SYNC_NAME_LEN] = 0;
+	if (strstr(name, "manifest"))
+		return FILE_MANIFEST;
+	if (s->role == ROLE_CHILD || strstr(name, "temp-") || strstr(name, "rewrite") || strstr(name, ".base."))
+		return FILE_REWRITE;
+	return FILE_OTHER;
+}
+
+static void by_file(struct agg *a, const struct aof_sync_event *s, int file)
+{
+	struct filesync *fs = &a->by_file[file];
+
+	lhist_add(&fs->lat, s->dur_ns);
+	fs->in_flush += s->in_flush;
+	fs->size_changed += s->size_changed;
+	fs->commits += s->commit;
+	fs->errors += s->ret < 0;
+	fs->block_rqs += s->block_rqs;
+	fs->block_bytes += s->block_bytes;
+	fs->flush_rqs += s->flush_rqs;
+}
+
 static void on_sync(struct agg *a, const struct aof_sync_event *s)
 {
+	bool aof;
+	int file;
+
 	if (s->role >= ROLE_MAX || s->kind >= SYNC_MAX)
 		return;
-	if (s->role == ROLE_MAIN) {
+	file = sync_file(s);
+	by_file(a, s, file);
+	/* the headline: the main thread's syncs of the AOF, the ones a client waits for (not the rewrite's) */
+	aof = s->role == ROLE_MAIN && file == FILE_AOF;
+	if (aof) {
 		op_add(a, OP_SYNC, s->children ? RW_ACTIVE : RW_IDLE, s->dur_ns, s->comp);
 		a->fs.syncs_with_commit += s->commit;
 	}
-	totals_sync(&a->all, s);
-	totals_sync(&a->ival, s);
+	totals_sync(&a->all, s, aof);
+	totals_sync(&a->ival, s, aof);
 }
 
 static void totals_proc(struct totals *t, const struct aof_proc_event *p)

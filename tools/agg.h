@@ -20,7 +20,9 @@ struct totals {
 	struct lhist flush_write;	/* write() time per such flush */
 	uint64_t writes, write_bytes, write_errors;
 	uint64_t uring_enters, uring_ns, uring_bytes, uring_writes, uring_syncs;
-	struct lhist sync[ROLE_MAX];	/* fdatasync+fsync per role */
+	struct lhist sync[ROLE_MAX];	/* fdatasync+fsync per role, of any file */
+	struct lhist aof_sync;		/* the main thread's of the AOF file: the headline */
+	uint64_t aof_sync_calls[SYNC_MAX], aof_sync_errors;
 	uint64_t sync_calls[ROLE_MAX][SYNC_MAX];
 	uint64_t sync_errors[ROLE_MAX];
 	uint64_t forks, child_exits;
@@ -41,6 +43,13 @@ struct fs_totals {
 	uint64_t uring_late;	/* of bytes_written, io_uring writes that completed after their flush returned */
 };
 
+/* Syncs by the file they were on, all threads: the work each did. */
+struct filesync {
+	struct lhist lat;
+	uint64_t in_flush, size_changed, commits, errors;
+	uint64_t block_rqs, block_bytes, flush_rqs;
+};
+
 struct agg {
 	pid_t pid;		/* the target */
 	bool lite;		/* --lite: no components */
@@ -50,6 +59,7 @@ struct agg {
 	struct totals all, ival;
 	struct opstat ops[OP_MAX][RW_MAX];
 	struct fs_totals fs;
+	struct filesync by_file[FILE_MAX];
 };
 
 void agg_init(struct agg *a, pid_t pid, bool lite);
@@ -60,5 +70,7 @@ void agg_interval_reset(struct agg *a);
 /* Both rewrite states of `op` together. */
 void op_total(const struct agg *a, int op, struct opstat *out);
 uint64_t comp_sum(const struct opstat *o);
+/* enum aof_file of a sync record: the kernel's AOF and directory, the rest named by the file's name. */
+int sync_file(const struct aof_sync_event *s);
 
 #endif /* __AGG_H */

@@ -85,12 +85,21 @@ const char *const op_labels[OP_MAX] = { [OP_FLUSH] = "flush", [OP_WRITE] = "writ
 const char *const rw_names[RW_MAX] = { [RW_IDLE] = "idle", [RW_ACTIVE] = "active" };
 const char *const rw_labels[RW_MAX] = { [RW_IDLE] = "without a forked child", [RW_ACTIVE] = "with a forked child" };
 
+const char *const file_names[FILE_MAX] = {
+	[FILE_AOF] = "aof", [FILE_REWRITE] = "rewrite", [FILE_MANIFEST] = "manifest", [FILE_DIR] = "dir",
+	[FILE_OTHER] = "other",
+};
+const char *const file_labels[FILE_MAX] = {
+	[FILE_AOF] = "the AOF file", [FILE_REWRITE] = "rewrite files", [FILE_MANIFEST] = "the manifest",
+	[FILE_DIR] = "directories", [FILE_OTHER] = "other files",
+};
+
 #define TABLE(what, prefix) { what, prefix##_names, prefix##_labels, ARRAY_SIZE(prefix##_names) }
 
 const struct name_table name_tables[] = {
 	TABLE("enum aof_role", role), TABLE("enum aof_comp", comp), TABLE("enum aof_span", span),
 	TABLE("enum aof_hint", hint), TABLE("enum aof_sync_kind", sync), TABLE("enum aof_violation", vio),
 	TABLE("enum aof_issuer", issuer), TABLE("enum aof_rqkind", rqkind), TABLE("enum aof_op", op),
-	TABLE("enum aof_rw", rw),
+	TABLE("enum aof_rw", rw), TABLE("enum aof_file", file),
 };
 const size_t n_name_tables = ARRAY_SIZE(name_tables);

@@ -29,6 +29,7 @@ extern const char *const issuer_names[ISS_MAX], *const issuer_labels[ISS_MAX];
 extern const char *const rqkind_names[RQ_MAX], *const rqkind_labels[RQ_MAX];
 extern const char *const op_names[OP_MAX], *const op_labels[OP_MAX];
 extern const char *const rw_names[RW_MAX], *const rw_labels[RW_MAX];
+extern const char *const file_names[FILE_MAX], *const file_labels[FILE_MAX];
 
 /* tbl[v], or "?" for a value out of range (a record from a newer BPF object). */
 static inline const char *name_of(const char *const *tbl, size_t n, unsigned int v)

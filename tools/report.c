@@ -19,7 +19,7 @@ void report_interval_header(FILE *f)
 void report_interval(FILE *f, struct agg *a)
 {
 	const struct totals *iv = &a->ival;
-	const struct lhist *main_sync = &iv->sync[ROLE_MAIN];
+	const struct lhist *main_sync = &iv->aof_sync;	/* the main thread's syncs of the AOF */
 	time_t t = time(NULL);
 	char ts[16];
 

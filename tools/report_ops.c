@@ -151,6 +151,28 @@ static void print_writes(FILE *f, const struct totals *all)
 			mean_us(all->uring_ns, all->flush.count));
 }
 
+/* Every sync by the file it was on, all threads: the AOF's own apart from a rewrite's and the manifest's. */
+static void print_by_file(FILE *f, const struct agg *a)
+{
+	bool any = false;
+
+	for (int k = 0; k < FILE_MAX; k++) {
+		const struct filesync *fs = &a->by_file[k];
+
+		if (!fs->lat.count)
+			continue;
+		if (!any)
+			fprintf(f, "\nsyncs by file (all threads): %-14s %7s %9s %9s %8s %12s %7s %9s %7s\n", "", "count",
+				"p50_us", "p99_us", "in_flush", "size_changed", "commits", "block_KB", "flushes");
+		any = true;
+		fprintf(f, "%29s%-14s %7llu %9.1f %9.1f %8llu %12llu %7llu %9.1f %7llu\n", "", file_labels[k],
+			(unsigned long long)fs->lat.count, us(lhist_quantile(&fs->lat, 0.5)),
+			us(lhist_quantile(&fs->lat, 0.99)), (unsigned long long)fs->in_flush,
+			(unsigned long long)fs->size_changed, (unsigned long long)fs->commits, fs->block_bytes / 1024.0,
+			(unsigned long long)fs->flush_rqs);
+	}
+}
+
 void ops_print(FILE *f, const struct snapshot *s)
 {
 	const struct totals *all = &s->agg->all;
@@ -171,6 +193,7 @@ void ops_print(FILE *f, const struct snapshot *s)
 		lhist_print_log2(f, &all->sync[r], 1000, "usecs");
 		print_quantiles(f, &all->sync[r]);
 	}
+	print_by_file(f, s->agg);
 	if (!all->sync[ROLE_MAIN].count && !all->flush.count)
 		fprintf(f, "\nno AOF flush seen — is appendonly on? (and did the server get writes?)\n");
 	print_attribution(f, s->agg);
@@ -251,6 +274,26 @@ static void json_sync_counts(struct jw *w, const struct totals *all, int role)
 	jw_u64(w, "errors", all->sync_errors[role]);
 }
 
+static void json_by_file(struct jw *w, const struct agg *a)
+{
+	jw_obj(w, "sync_by_file");
+	for (int k = 0; k < FILE_MAX; k++) {
+		const struct filesync *fs = &a->by_file[k];
+
+		jw_obj(w, file_names[k]);
+		jw_lhist_us(w, &fs->lat, "_us");
+		jw_u64(w, "in_flush", fs->in_flush);
+		jw_u64(w, "size_changed", fs->size_changed);
+		jw_u64(w, "forced_commits", fs->commits);
+		jw_u64(w, "errors", fs->errors);
+		jw_u64(w, "block_requests", fs->block_rqs);
+		jw_u64(w, "block_bytes", fs->block_bytes);
+		jw_u64(w, "flush_requests", fs->flush_rqs);
+		jw_obj_end(w);
+	}
+	jw_obj_end(w);
+}
+
 void ops_json(struct jw *w, const struct snapshot *s)
 {
 	const struct agg *a = s->agg;
@@ -259,10 +302,14 @@ void ops_json(struct jw *w, const struct snapshot *s)
 	for (int op = 0; op < OP_MAX; op++)
 		op_total(a, op, &tot[op]);
 	json_flush(w, s, tot);
-	/* fdatasync: the main thread's fdatasync+fsync, the ones a client waits for. */
+	/* fdatasync: the main thread's fdatasync+fsync of the AOF, the ones a client waits for. */
 	jw_obj(w, "fdatasync");
-	jw_lhist_us(w, &a->all.sync[ROLE_MAIN], "_us");
-	json_sync_counts(w, &a->all, ROLE_MAIN);
+	jw_lhist_us(w, &a->all.aof_sync, "_us");
+	jw_u64(w, "fdatasync_calls", a->all.aof_sync_calls[SYNC_FDATASYNC]);
+	jw_u64(w, "fsync_calls", a->all.aof_sync_calls[SYNC_FSYNC]);
+	jw_u64(w, "errors", a->all.aof_sync_errors);
+	/* the main thread's syncs of other files (a rewrite's manifest, directory): in sync_by_file */
+	jw_u64(w, "other_files_syncs", a->all.sync[ROLE_MAIN].count - a->all.aof_sync.count);
 	if (!s->lite)
 		jw_u64(w, "forced_commits", s->fs.syncs_with_commit);
 	json_split(w, &tot[OP_SYNC], s->lite);
@@ -275,6 +322,7 @@ void ops_json(struct jw *w, const struct snapshot *s)
 		jw_obj_end(w);
 	}
 	jw_obj_end(w);
+	json_by_file(w, a);
 	jw_obj(w, "sync_by_role");
 	for (int r = 0; r < ROLE_MAX; r++) {
 		jw_obj(w, role_names[r]);

@@ -18,6 +18,7 @@
 #define S_IFMT		00170000
 #define S_IFSOCK	0140000
 #define S_IFREG		0100000
+#define S_IFDIR		0040000
 
 /* f_flags (uapi/asm-generic/fcntl.h; octal) */
 #define O_APPEND	00002000
