@@ -4,6 +4,7 @@ bpftrace's `tracepoint:` probes read tracepoint ids from tracefs, which a fresh 
 `tracefs()` mounts it for the duration of a `with` block and unmounts it only if it mounted it.
 """
 import contextlib
+import glob
 import json
 import os
 import re
@@ -187,14 +188,16 @@ def trace_event_problems(doc):
 # from /proc/PID/fdinfo: a program or link fd shows its prog_id / link_id there. That also keeps these checks
 # right while other aoftrace processes run on the machine: their programs have a holder.
 
-BPF_SRC = os.path.join(env.ROOT, "bpf", "aoftrace.bpf.c")
+BPF_SRCS = sorted(glob.glob(os.path.join(env.ROOT, "bpf", "*.bpf.[ch]")))
 BPF_OBJ_NAME_LEN = 16
 
 
 def aoftrace_prog_names():
     """The names of aoftrace's BPF programs as the kernel shows them (cut to 15 characters)."""
-    with open(BPF_SRC) as f:
-        src = f.read()
+    src = ""
+    for path in BPF_SRCS:  # the object is aoftrace.bpf.c and a header per concern beside it
+        with open(path) as f:
+            src += f.read()
     names = re.findall(r'SEC\("(?:uprobe|uretprobe|tp_btf/[^"]+)"\)\s*\n\s*int\s+BPF_\w+\((\w+)', src)
     # the syscall tracepoint programs: SEC("tracepoint") int sys_enter_tp(struct ... *ctx)
     names += re.findall(r'SEC\("tracepoint"\)\s*\n\s*int\s+(\w+)\(', src)
