@@ -38,6 +38,12 @@ enum test_fault {
 #define C_OK	0
 #define C_ERR	(-1)
 
+#define AOFWRITER_VERSION "1.0"
+
+/* What aofwriter's files share that uprobes do not look up (static before the files were split):
+ * hidden keeps it out of the dynamic symbol table that -rdynamic fills, so nm -D lists what it did. */
+#define HIDDEN __attribute__((visibility("hidden")))
+
 struct buf {
 	char *p;
 	size_t len, cap;
@@ -65,6 +71,23 @@ struct entry {
 struct dict {
 	struct entry **tab;
 	size_t size, used;
+};
+
+struct client {
+	int fd;
+	struct client *prev, *next;	/* all clients */
+	struct client *pending_next;	/* clients with replies to send after the AOF flush */
+	bool pending, want_out, closing, close_after_reply;
+	/* query buffer: q[qpos..qlen) is unprocessed input, ppos the parse cursor */
+	char *q;
+	size_t qlen, qcap, qpos, ppos;
+	int reqtype;			/* 0, '*' multibulk, 'i' inline */
+	long long mbulk;		/* arguments still to read */
+	long long bulklen;		/* -1: "$len" line not read yet */
+	int argc, argcap;
+	size_t *aoff, *alen;
+	struct buf r;
+	size_t rpos;
 };
 
 struct aof_info {
@@ -160,14 +183,37 @@ struct server {
 
 extern struct server server;
 
-/* aofwriter.c */
+/* aofwriter.c: the command line, main() */
+HIDDEN const char *io_name(enum io_mode m);
+HIDDEN const char *fsync_name(enum fsync_policy f);
+
+/* aofwriter_util.c: clocks, log, buffers (buf_* above), integer parsing */
 long long mstime(void);
 long long nstime(void);
 void serverLog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int exec_loaded_command(int argc, struct arg *argv, char *err, size_t errlen);
+HIDDEN void *xrealloc(void *p, size_t n);
+HIDDEN bool str2ll(const char *s, size_t len, long long *out);
+
+/* aofwriter_db.c: the dataset */
+HIDDEN struct entry *dict_find(const char *k, size_t klen);
+HIDDEN void dict_set(const char *k, size_t klen, const char *v, size_t vlen);
+HIDDEN bool dict_del(const char *k, size_t klen);
+HIDDEN void dict_empty(void);
 void dict_iter(void (*fn)(struct entry *e, void *ctx), void *ctx);
+
+/* aofwriter_networking.c: the listener, the event loop, clients, the RESP parser, sending replies */
+extern HIDDEN int signal_fd;		/* SIGTERM, SIGINT, SIGCHLD, read by the event loop */
+extern HIDDEN bool shutdown_asap;
+extern HIDDEN int nclients;
+HIDDEN int setup_listener(void);
+HIDDEN int eventLoop(void);
 void handleClientsWithPendingWrites(void);
 void aof_close_listeners_in_child(void);	/* the rewrite child drops the server's fds */
+
+/* aofwriter_commands.c: replies and commands */
+HIDDEN void addReplyError(struct client *c, const char *s);
+HIDDEN void processCommand(struct client *c, int argc, struct arg *argv);
+int exec_loaded_command(int argc, struct arg *argv, char *err, size_t errlen);
 
 /* aofwriter_aof.c: the AOF path, names as in Valkey's aof.c */
 int aof_init(void);
