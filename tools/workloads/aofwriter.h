@@ -215,7 +215,10 @@ HIDDEN void addReplyError(struct client *c, const char *s);
 HIDDEN void processCommand(struct client *c, int argc, struct arg *argv);
 int exec_loaded_command(int argc, struct arg *argv, char *err, size_t errlen);
 
-/* aofwriter_aof.c: the AOF path, names as in Valkey's aof.c */
+/* Valkey's AOF functions that uprobes look up by name: exported (-rdynamic) and never inlined. */
+#define EXPORT __attribute__((noinline, used))
+
+/* aofwriter_aof.c: the AOF write path, names as in Valkey's aof.c; init, cron, shutdown, INFO */
 int aof_init(void);
 void aof_shutdown(void);
 void aof_cron(void);
@@ -223,11 +226,61 @@ void aof_info(struct buf *b);
 void feedAppendOnlyFile(int argc, struct arg *argv);
 void flushAppendOnlyFile(int force);
 ssize_t aofWrite(int fd, const char *buf, size_t len);
+HIDDEN int openNewIncrAofForAppend(void);
+
+/* aofwriter_rewrite.c: the rewrite, parent and forked child */
 int rewriteAppendOnlyFileBackground(void);
 void backgroundRewriteDoneHandler(int exitcode, int bysignal);
 pid_t serverFork(int purpose);
 void aof_check_child(void);
+HIDDEN void unlink_rewrite_temp(pid_t pid);
+extern HIDDEN long long last_rewrite_fail_ms;
+
+/* aofwriter_manifest.c: AOF file names, the manifest, the AOF directory */
+HIDDEN const char *aof_path(const char *name);
+HIDDEN char *aof_name(const char *type, long long seq);
+HIDDEN const char *manifest_name(void);
+HIDDEN long long file_size(const char *path);
+HIDDEN void manifest_free(struct manifest *m);
+HIDDEN void manifest_add_incr(struct manifest *m, char *name, long long seq);
+HIDDEN void manifest_dup(struct manifest *dst, const struct manifest *src);
+HIDDEN int persistAofManifest(const struct manifest *m);
+HIDDEN int aofLoadManifestFromFile(struct manifest *m, char *err, size_t errlen);
+HIDDEN void remove_temp_files(void);
+HIDDEN bool dir_has_aof_files(void);
+
+/* aofwriter_load.c: loading the AOF at startup */
+HIDDEN int loadAppendOnlyFiles(struct manifest *m);
+
+/* aofwriter_bio.c: the bio_aof thread */
+HIDDEN void bio_submit(int fd, bool fsync, bool close_fd, off_t offset);
+HIDDEN int bio_start(void);
+HIDDEN void bio_stop(void);
+
+static inline int bio_pending(void)
+{
+	return __atomic_load_n(&server.bio_pending, __ATOMIC_ACQUIRE);
+}
+
+/* aofwriter_uring.c: the io_uring write method */
+HIDDEN int uring_init(void);
+HIDDEN ssize_t uring_write(int fd, const char *buf, size_t len, off_t off, bool fsync);
+extern HIDDEN int linked_fsync_errno;	/* set by uring_write when the linked fsync failed */
+extern HIDDEN bool linked_fsync_done;
+
+static inline bool uring_mode(void)
+{
+	return server.io != IO_WRITE;
+}
+
+static inline bool linked_fsync(void)
+{
+	return (server.io == IO_URING_LINKED || server.io == IO_URING_SQPOLL) && server.fsync == AOF_FSYNC_ALWAYS;
+}
+
+/* aofwriter_faults.c: the test faults */
 extern const char *const test_fault_names[NR_TEST_FAULTS];
 void test_faults_str(struct buf *b, unsigned faults);
+HIDDEN ssize_t fault_pwrite(int fd, const char *buf, size_t len, off_t off);
 
 #endif /* AOFWRITER_H */
