@@ -38,6 +38,12 @@ enum test_fault {
 #define C_OK	0
 #define C_ERR	(-1)
 
+#define AOFWRITER_VERSION "1.0"
+
+/* What aofwriter's files share that uprobes do not look up (static before the files were split):
+ * hidden keeps it out of the dynamic symbol table that -rdynamic fills, so nm -D lists what it did. */
+#define HIDDEN __attribute__((visibility("hidden")))
+
 struct buf {
 	char *p;
 	size_t len, cap;
@@ -65,6 +71,23 @@ struct entry {
 struct dict {
 	struct entry **tab;
 	size_t size, used;
+};
+
+struct client {
+	int fd;
+	struct client *prev, *next;	/* all clients */
+	struct client *pending_next;	/* clients with replies to send after the AOF flush */
+	bool pending, want_out, closing, close_after_reply;
+	/* query buffer: q[qpos..qlen) is unprocessed input, ppos the parse cursor */
+	char *q;
+	size_t qlen, qcap, qpos, ppos;
+	int reqtype;			/* 0, '*' multibulk, 'i' inline */
+	long long mbulk;		/* arguments still to read */
+	long long bulklen;		/* -1: "$len" line not read yet */
+	int argc, argcap;
+	size_t *aoff, *alen;
+	struct buf r;
+	size_t rpos;
 };
 
 struct aof_info {
@@ -160,16 +183,42 @@ struct server {
 
 extern struct server server;
 
-/* aofwriter.c */
+/* aofwriter.c: the command line, main() */
+HIDDEN const char *io_name(enum io_mode m);
+HIDDEN const char *fsync_name(enum fsync_policy f);
+
+/* aofwriter_util.c: clocks, log, buffers (buf_* above), integer parsing */
 long long mstime(void);
 long long nstime(void);
 void serverLog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int exec_loaded_command(int argc, struct arg *argv, char *err, size_t errlen);
+HIDDEN void *xrealloc(void *p, size_t n);
+HIDDEN bool str2ll(const char *s, size_t len, long long *out);
+
+/* aofwriter_db.c: the dataset */
+HIDDEN struct entry *dict_find(const char *k, size_t klen);
+HIDDEN void dict_set(const char *k, size_t klen, const char *v, size_t vlen);
+HIDDEN bool dict_del(const char *k, size_t klen);
+HIDDEN void dict_empty(void);
 void dict_iter(void (*fn)(struct entry *e, void *ctx), void *ctx);
+
+/* aofwriter_networking.c: the listener, the event loop, clients, the RESP parser, sending replies */
+extern HIDDEN int signal_fd;		/* SIGTERM, SIGINT, SIGCHLD, read by the event loop */
+extern HIDDEN bool shutdown_asap;
+extern HIDDEN int nclients;
+HIDDEN int setup_listener(void);
+HIDDEN int eventLoop(void);
 void handleClientsWithPendingWrites(void);
 void aof_close_listeners_in_child(void);	/* the rewrite child drops the server's fds */
 
-/* aofwriter_aof.c: the AOF path, names as in Valkey's aof.c */
+/* aofwriter_commands.c: replies and commands */
+HIDDEN void addReplyError(struct client *c, const char *s);
+HIDDEN void processCommand(struct client *c, int argc, struct arg *argv);
+int exec_loaded_command(int argc, struct arg *argv, char *err, size_t errlen);
+
+/* Valkey's AOF functions that uprobes look up by name: exported (-rdynamic) and never inlined. */
+#define EXPORT __attribute__((noinline, used))
+
+/* aofwriter_aof.c: the AOF write path, names as in Valkey's aof.c; init, cron, shutdown, INFO */
 int aof_init(void);
 void aof_shutdown(void);
 void aof_cron(void);
@@ -177,11 +226,61 @@ void aof_info(struct buf *b);
 void feedAppendOnlyFile(int argc, struct arg *argv);
 void flushAppendOnlyFile(int force);
 ssize_t aofWrite(int fd, const char *buf, size_t len);
+HIDDEN int openNewIncrAofForAppend(void);
+
+/* aofwriter_rewrite.c: the rewrite, parent and forked child */
 int rewriteAppendOnlyFileBackground(void);
 void backgroundRewriteDoneHandler(int exitcode, int bysignal);
 pid_t serverFork(int purpose);
 void aof_check_child(void);
+HIDDEN void unlink_rewrite_temp(pid_t pid);
+extern HIDDEN long long last_rewrite_fail_ms;
+
+/* aofwriter_manifest.c: AOF file names, the manifest, the AOF directory */
+HIDDEN const char *aof_path(const char *name);
+HIDDEN char *aof_name(const char *type, long long seq);
+HIDDEN const char *manifest_name(void);
+HIDDEN long long file_size(const char *path);
+HIDDEN void manifest_free(struct manifest *m);
+HIDDEN void manifest_add_incr(struct manifest *m, char *name, long long seq);
+HIDDEN void manifest_dup(struct manifest *dst, const struct manifest *src);
+HIDDEN int persistAofManifest(const struct manifest *m);
+HIDDEN int aofLoadManifestFromFile(struct manifest *m, char *err, size_t errlen);
+HIDDEN void remove_temp_files(void);
+HIDDEN bool dir_has_aof_files(void);
+
+/* aofwriter_load.c: loading the AOF at startup */
+HIDDEN int loadAppendOnlyFiles(struct manifest *m);
+
+/* aofwriter_bio.c: the bio_aof thread */
+HIDDEN void bio_submit(int fd, bool fsync, bool close_fd, off_t offset);
+HIDDEN int bio_start(void);
+HIDDEN void bio_stop(void);
+
+static inline int bio_pending(void)
+{
+	return __atomic_load_n(&server.bio_pending, __ATOMIC_ACQUIRE);
+}
+
+/* aofwriter_uring.c: the io_uring write method */
+HIDDEN int uring_init(void);
+HIDDEN ssize_t uring_write(int fd, const char *buf, size_t len, off_t off, bool fsync);
+extern HIDDEN int linked_fsync_errno;	/* set by uring_write when the linked fsync failed */
+extern HIDDEN bool linked_fsync_done;
+
+static inline bool uring_mode(void)
+{
+	return server.io != IO_WRITE;
+}
+
+static inline bool linked_fsync(void)
+{
+	return (server.io == IO_URING_LINKED || server.io == IO_URING_SQPOLL) && server.fsync == AOF_FSYNC_ALWAYS;
+}
+
+/* aofwriter_faults.c: the test faults */
 extern const char *const test_fault_names[NR_TEST_FAULTS];
 void test_faults_str(struct buf *b, unsigned faults);
+HIDDEN ssize_t fault_pwrite(int fd, const char *buf, size_t len, off_t off);
 
 #endif /* AOFWRITER_H */
