@@ -13,6 +13,8 @@ import math
 import os
 import statistics
 
+from . import work
+
 COMPONENTS = ["oncpu", "runqueue", "block", "journal", "inode_lock", "other_lock", "throttle", "reclaim",
               "iowq_queue", "other_offcpu", "unattributed"]
 OPS = ["flush", "fdatasync"]
@@ -219,6 +221,16 @@ def pooled(traces, path):
             "components_us": comps, "per_op_us": per}
 
 
+def rep_stats(t, ops_per_sec=None):
+    """One run's figures for the noise rules (aofab.verdict): its ops/s, and per operation its count, mean and
+    mean components per operation."""
+    r = {"ops": ops_per_sec}
+    for op in OPS:
+        p = pooled([t], op)
+        r[op] = {"count": p["count"], "mean_us": p["mean_us"], "per_op_us": p["per_op_us"]}
+    return r
+
+
 def dig(d, path):
     for k in path.split("."):
         if not isinstance(d, dict):
@@ -243,6 +255,10 @@ def aggregate(runs):
              "runs": [os.path.relpath(r["dir"], os.path.dirname(os.path.dirname(r["dir"]))) for r in rs],
              "flags": [(os.path.basename(r["dir"]), f) for r in rs for f in r["flags"]]}
         c["requests_total"] = sum(r["requests"] for r in rs if r.get("trace"))
+        c["per_rep"] = [rep_stats(r["trace"], r.get("ops_per_sec")) for r in rs if r.get("trace")]
+        c["modes"] = sorted({t.get("mode", "full") for t in traces}) or ["full"]
+        c["work"] = work.of_traces(traces)
+        c["min_count"] = {op: min([dig(t, f"{op}.count") or 0 for t in traces] or [0]) for op in OPS}
         for op in OPS:
             p = pooled(traces, op)
             p["pct"] = {name: median([dig(t, f"{op}.{k}") for t in traces]) for name, k in PCTS}
