@@ -18,7 +18,9 @@ from . import work
 COMPONENTS = ["oncpu", "runqueue", "block", "journal", "inode_lock", "other_lock", "throttle", "reclaim",
               "iowq_queue", "other_offcpu", "unattributed"]
 OPS = ["flush", "fdatasync"]
-PCTS = [("p50", "p50_us"), ("p90", "p90_us"), ("p99", "p99_us"), ("p99.9", "p999_us"), ("max", "max_us")]
+# p99.99 from `p9999_us` when aoftrace's JSON has it (it does not yet: nan, shown as n/a)
+PCTS = [("p50", "p50_us"), ("p90", "p90_us"), ("p99", "p99_us"), ("p99.9", "p999_us"), ("p99.99", "p9999_us"),
+        ("max", "max_us")]
 
 # Two-sided 95% Student t quantiles t(0.975, df); df > 30 uses the normal 1.96 (the error is < 2%).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,

@@ -169,13 +169,13 @@ def headline(a, b, z, subject="B", context="in B", kind=None):
         if z["pa"]:
             parts.append("A broke durability — " + "; ".join(z["pa"]) + " (A is no baseline)")
         s = "Not a speed-up: " + ". ".join(parts)
-        why = work.missing_work_sentence(wa, wb, "B", faster) if z["less_b"] else ""
+        why = work.missing_work_sentence(wa, wb, "B", faster, skip=("sync_coverage",)) if z["less_b"] else ""
         return s + (". " + why if why else "") + "."
     if z["less_b"]:
         return ("Not a speed-up: B did less work than A. " + work.missing_work_sentence(wa, wb, "B", faster) + ".")
     if z["less_a"]:
         return ("Not a slow-down: A did less work than B. "
-                + work.missing_work_sentence(wb, wa, "A", not faster) + ".")
+                + work.missing_work_sentence(wb, wa, "A", not faster, "B") + ".")
     resolved = [op for op in analyze.OPS if dd.get(op) and z["res"][op]["resolved"]
                 and not _small(dd[op])]
     if resolved:
@@ -184,7 +184,8 @@ def headline(a, b, z, subject="B", context="in B", kind=None):
     if z["ops_res"]:
         r = z["ops_res"]
         bits.append(f"throughput {r['a'][0]:.0f} → {r['b'][0]:.0f} ops/s ({100 * r['d'] / r['a'][0]:+.1f}%)")
-    why = next((z["res"][op]["why"] for op in analyze.OPS if dd.get(op)), "")
+    ops = sorted((op for op in analyze.OPS if dd.get(op)), key=lambda op: -abs(dd[op]["pct"]))
+    why = z["res"][ops[0]]["why"] if ops else ""
     return (f"No resolved difference between A and B: {', '.join(bits)} — not told apart from run-to-run noise"
             + (f" ({why})" if why else "") + ".")
 

@@ -93,6 +93,13 @@ def derive(w):
     w["persisted"] = ratio(w["growth"], w["bytes_written"])
     w["syncs_per_flush"] = ratio(w["syncs"], w["flushes"])
     w["commits_per_sync"] = ratio(w["journal_commits"], w["syncs"])
+    # the shares compared for "less work", capped at 1: a rewrite's extra syncs and commits (manifest, directory,
+    # temporary file) are not work done for the AOF's writes
+    w["sync_coverage"] = (ratio(w["syncing_flushes"], w["writing_flushes"]) if w["writing_flushes"]
+                          else ratio(w["syncs"], w["flushes"]))
+    for k, src in (("sync_coverage", "sync_coverage"), ("persisted_share", "persisted"),
+                   ("commit_share", "commits_per_sync")):
+        w[k] = None if w[src] is None else min(1.0, w[src])
     w["block_per_sync"] = ratio(w["block_bytes"], w["syncs"]) if w["has_block"] else None
     # syncs that had nothing to commit: no size change (per-file split), else no forced journal/log commit
     if w["by_file"]:
@@ -137,35 +144,37 @@ def durability_problems(w, other=None, name="B"):
 def less_work(wa, wb):
     """[(what, a_value, b_value)] for the ratios where B did less than LESS_WORK of A's work per operation."""
     out = []
-    for k in ("persisted", "syncs_per_flush", "commits_per_sync"):
+    for k in ("persisted_share", "sync_coverage", "commit_share"):
         a, b = wa.get(k), wb.get(k)
         if a and b is not None and b < LESS_WORK * a:
             out.append((k, a, b))
     return out
 
 
-def missing_work_sentence(wa, wb, name="B", faster=True):
-    """The plain-words reason B's syncs were cheaper, when it did less work ("" when it did not)."""
-    lw = dict((k, (a, b)) for k, a, b in less_work(wa, wb))
+def missing_work_sentence(wa, wb, name="B", faster=True, other="A", skip=()):
+    """The plain-words reason B's syncs were cheaper, when it did less work ("" when it did not); `skip`: the
+    shares already said (durability_problems says when a side stopped syncing)."""
+    lw = dict((k, (a, b)) for k, a, b in less_work(wa, wb) if k not in skip)
     if not lw:
         return ""
     parts = []
     ntc = wb.get("nothing_to_commit")
-    if wb["syncs"] and ntc is not None and ntc > 0 and ("persisted" in lw or "commits_per_sync" in lw):
+    if wb["syncs"] and ntc is not None and ntc > 0 and ("persisted_share" in lw or "commit_share" in lw):
         pct = 100.0 * ntc / wb["syncs"]
         lead = f"{name}'s fdatasyncs got faster because" if faster else f"{name}'s fdatasyncs had less to do:"
         parts.append(f"{lead} {pct:.0f}% of them {wb['nothing_how']}")
-    if "persisted" in lw:
+    if "persisted_share" in lw:
         s = f"{name} wrote {kb(wb['bytes_written'])} but its file grew {kb(wb['growth'])}"
         if wb["overwrites"]:
             s += " — its writes landed below the end of the file"
         parts.append(s)
-    if "syncs_per_flush" in lw:
-        parts.append(f"{name} made {wb['syncs']} fdatasyncs for {wb['flushes']} flushes "
-                     f"({wb['syncs_per_flush']:.2f} per flush; A {wa['syncs_per_flush']:.2f})")
-    if "commits_per_sync" in lw and not parts[:1]:
+    if "sync_coverage" in lw:
+        parts.append(f"{name} synced in {wb['syncing_flushes']} of its {wb['writing_flushes']} writing flushes "
+                     f"({other}: {wa['syncing_flushes']} of {wa['writing_flushes']}) and made {wb['syncs']} "
+                     f"fdatasyncs for {wb['flushes']} flushes")
+    if "commit_share" in lw and not parts[:1]:
         parts.append(f"{name}'s syncs forced {wb['commits_per_sync']:.2f} journal/log commits each "
-                     f"(A {wa['commits_per_sync']:.2f})")
+                     f"({other} {wa['commits_per_sync']:.2f})")
     return ": ".join(parts[:1]) + ("; " + "; ".join(parts[1:]) if len(parts) > 1 else "")
 
 
