@@ -33,6 +33,17 @@ HINTS = {"runqueue": "threads waited for a CPU",
          "other_lock": "lock contention",
          "other_offcpu": "sleeps of another kind"}
 
+CUT_HINTS = {"runqueue": "threads waited less for a CPU",
+             "journal": "shorter journal (XFS log force / jbd2) commits",
+             "block": "faster block I/O on the loop device",
+             "iowq_queue": "io_uring requests waited less in io-wq",
+             "oncpu": "less CPU work inside the call",
+             "throttle": "less dirty-page throttling",
+             "reclaim": "less memory reclaim",
+             "inode_lock": "less contention on the AOF inode's lock",
+             "other_lock": "less lock contention",
+             "other_offcpu": "fewer sleeps of another kind"}
+
 T1 = analyze.t95(1)   # 12.706: the 95% t factor with one degree of freedom (two runs)
 SMALL_US, SMALL_PCT = 5.0, 2.0
 
@@ -121,7 +132,9 @@ def _contributors(rows, d):
     return picked, against
 
 
-def _hint(comp, kind):
+def _hint(comp, kind, cut=False):
+    if cut:
+        return CUT_HINTS.get(comp)
     if comp == "runqueue" and kind == "rewrite":
         return "the rewrite child competed for CPU"
     if comp == "runqueue" and kind == "io":
@@ -320,9 +333,8 @@ def answer(a, b, subject="B", context="in B", kind=None):
                   and z["comp_res"]["flush"][row[0]]["resolved"]]
             if ok:
                 top = ok[0]
-                hint = _hint(top[0], kind)
-                cause = (f"top cause: {NAMES[top[0]]} {top[3]:+.0f} us per flush"
-                         + (f" ({'less: ' if top[3] < 0 else ''}{hint})" if hint else ""))
+                hint = _hint(top[0], kind, top[3] < 0)
+                cause = f"top cause: {NAMES[top[0]]} {top[3]:+.0f} us per flush" + (f" ({hint})" if hint else "")
     if not any(z["res"][op]["resolved"] for op in analyze.OPS) and not (r and r["resolved"]):
         n = min(len(_finite(a.get("ops", []))) or 1, len(_finite(b.get("ops", []))) or 1)
         cause += " (one run per side: nothing can be resolved; use REPS≥3)" if n < 2 else ""
