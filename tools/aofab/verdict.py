@@ -335,8 +335,5 @@ def answer(a, b, subject="B", context="in B", kind=None):
                 top = ok[0]
                 hint = _hint(top[0], kind, top[3] < 0)
                 cause = f"top cause: {NAMES[top[0]]} {top[3]:+.0f} us per flush" + (f" ({hint})" if hint else "")
-    if not any(z["res"][op]["resolved"] for op in analyze.OPS) and not (r and r["resolved"]):
-        n = min(len(_finite(a.get("ops", []))) or 1, len(_finite(b.get("ops", []))) or 1)
-        cause += " (one run per side: nothing can be resolved; use REPS≥3)" if n < 2 else ""
     return "; ".join(bits + [cause]) + "."
 
