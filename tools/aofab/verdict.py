@@ -158,14 +158,16 @@ def assess(a, b):
     return z
 
 
-def tainted(z):
-    """Why B's (or A's) times are no speed-up at all: a phrase, or None."""
+def tainted(z, b_faster=None):
+    """Why B's (or A's) times are not a speed-up or slow-down at all: a phrase, or None. Durability taints
+    either way; less work only the direction it explains (B faster with less work, B slower than an A that did
+    less); `b_faster` None: any direction."""
     if z["pb"] or z["pa"]:
         return "B broke durability" if z["pb"] and not z["pa"] else \
             ("A broke durability" if not z["pb"] else "both sides broke durability")
-    if z["less_b"]:
+    if z["less_b"] and b_faster in (None, True):
         return "B did less work"
-    if z["less_a"]:
+    if z["less_a"] and b_faster in (None, False):
         return "A did less work"
     return None
 
@@ -181,13 +183,14 @@ def headline(a, b, z, subject="B", context="in B", kind=None):
             parts.append("B broke durability — " + "; ".join(z["pb"]))
         if z["pa"]:
             parts.append("A broke durability — " + "; ".join(z["pa"]) + " (A is no baseline)")
-        s = "Not a speed-up: " + ". ".join(parts)
-        why = work.missing_work_sentence(wa, wb, "B", faster, skip=("sync_coverage",)) if z["less_b"] else ""
+        s = ("Not a speed-up: " if z["pb"] else "Not comparable: ") + ". ".join(parts)
+        why = work.missing_work_sentence(wa, wb, "B", faster, skip=("sync_coverage",)) if z["less_b"] else \
+            (work.missing_work_sentence(wb, wa, "A", not faster, "B", skip=("sync_coverage",)) if z["less_a"] else "")
         return s + (". " + why if why else "") + "."
     if z["less_b"]:
         return ("Not a speed-up: B did less work than A. " + work.missing_work_sentence(wa, wb, "B", faster) + ".")
     if z["less_a"]:
-        return ("Not a slow-down: A did less work than B. "
+        return ("A did less work than B, so B's extra time, if any, is not a slow-down. "
                 + work.missing_work_sentence(wb, wa, "A", not faster, "B") + ".")
     resolved = [op for op in analyze.OPS if dd.get(op) and z["res"][op]["resolved"]
                 and not _small(dd[op])]
@@ -218,7 +221,7 @@ def time_line(op, x, z, subject="B", context="in B", kind=None):
     res = z["res"][op]
     if _small(x):
         return f"{_cap(context)}, {op} time did not change materially ({rng}, {d:+.0f} us)."
-    taint = tainted(z)
+    taint = tainted(z, d < 0)
     if taint:
         word = "speed-up" if d < 0 else "slow-down"
         return f"{op}: {rng} ({d:+.0f} us, {pct:+.0f}%) — not a {word}: {taint} (first line)."
@@ -264,7 +267,7 @@ def throughput_line(z, context):
     ma, mb = r["a"][0], r["b"][0]
     pct = 100.0 * (mb - ma) / ma
     s = f"{_cap(context)}, throughput went from {ma:.0f} to {mb:.0f} ops/s ({pct:+.1f}%)"
-    taint = tainted(z)
+    taint = tainted(z, pct > 0)
     if taint and abs(pct) >= SMALL_PCT:
         return s + f" — not a {'speed-up' if pct > 0 else 'slow-down'}: {taint} (first line)."
     if r["resolved"]:
