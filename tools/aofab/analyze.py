@@ -13,10 +13,14 @@ import math
 import os
 import statistics
 
+from . import work
+
 COMPONENTS = ["oncpu", "runqueue", "block", "journal", "inode_lock", "other_lock", "throttle", "reclaim",
               "iowq_queue", "other_offcpu", "unattributed"]
 OPS = ["flush", "fdatasync"]
-PCTS = [("p50", "p50_us"), ("p90", "p90_us"), ("p99", "p99_us"), ("p99.9", "p999_us"), ("max", "max_us")]
+# p99.99 from `p9999_us` when aoftrace's JSON has it (it does not yet: nan, shown as n/a)
+PCTS = [("p50", "p50_us"), ("p90", "p90_us"), ("p99", "p99_us"), ("p99.9", "p999_us"), ("p99.99", "p9999_us"),
+        ("max", "max_us")]
 
 # Two-sided 95% Student t quantiles t(0.975, df); df > 30 uses the normal 1.96 (the error is < 2%).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -219,6 +223,16 @@ def pooled(traces, path):
             "components_us": comps, "per_op_us": per}
 
 
+def rep_stats(t, ops_per_sec=None):
+    """One run's figures for the noise rules (aofab.verdict): its ops/s, and per operation its count, mean and
+    mean components per operation."""
+    r = {"ops": ops_per_sec}
+    for op in OPS:
+        p = pooled([t], op)
+        r[op] = {"count": p["count"], "mean_us": p["mean_us"], "per_op_us": p["per_op_us"]}
+    return r
+
+
 def dig(d, path):
     for k in path.split("."):
         if not isinstance(d, dict):
@@ -243,6 +257,10 @@ def aggregate(runs):
              "runs": [os.path.relpath(r["dir"], os.path.dirname(os.path.dirname(r["dir"]))) for r in rs],
              "flags": [(os.path.basename(r["dir"]), f) for r in rs for f in r["flags"]]}
         c["requests_total"] = sum(r["requests"] for r in rs if r.get("trace"))
+        c["per_rep"] = [rep_stats(r["trace"], r.get("ops_per_sec")) for r in rs if r.get("trace")]
+        c["modes"] = sorted({t.get("mode", "full") for t in traces}) or ["full"]
+        c["work"] = work.of_traces(traces)
+        c["min_count"] = {op: min([dig(t, f"{op}.count") or 0 for t in traces] or [0]) for op in OPS}
         for op in OPS:
             p = pooled(traces, op)
             p["pct"] = {name: median([dig(t, f"{op}.{k}") for t in traces]) for name, k in PCTS}

@@ -1,80 +1,103 @@
-"""Differential attribution: where does the time B − A come from, component by component?
+"""Differential attribution: where does the time B − A come from, component by component — and is it a
+difference at all?
 
     .venv/bin/python -m aofab.explain A B
     make explain A=... B=...
 
-A and B are each an aoftrace JSON report (`aoftrace -j FILE`), a run directory of `make run-ab`
-(OUT/runs/NNN-...; holds aoftrace.json and run.json with the request count), or a whole cell of a run-ab
-output directory written `OUT::fs-io-rewrite` (e.g. `results/x::xfs-uring-off`), which pools its repetitions.
+A and B are each one of:
+- an aoftrace JSON report (`aoftrace -j FILE`);
+- a run directory of `make run-ab` (OUT/runs/NNN-...; holds aoftrace.json and run.json with the request count);
+- a cell of a run-ab output directory, `OUT::fs-io-rewrite` (e.g. `results/x::xfs-uring-off`), which pools
+  its repetitions;
+- a whole run-ab output directory OUT (both sides then): the cells of the same name are paired, one
+  explanation each.
 
 For `flush` and `fdatasync` it prints the mean time per operation of A and B, the difference split by
 component (mean µs per operation, from `components_us` / `count`), ranked by size, the same per SET (flush
-totals / requests) when the request counts are known, and plain-language verdicts built from those numbers.
+totals / requests) when the request counts are known, and plain-language verdicts (aofab.verdict): durability
+and the work done first, then only differences that are resolved over the runs' noise.
+
+Inputs it cannot compare (a full trace against a `--lite` one, not an aoftrace report, no common cell) are
+refused in one line on stderr, exit 2.
 """
 import argparse
 import json
 import os
 import sys
 
-from . import analyze
+from . import analyze, work
+from .verdict import HINTS, NAMES, _cap, diff, verdicts  # noqa: F401  (explain.NAMES etc. are used by report)
 
-NAMES = {"oncpu": "on-CPU work", "runqueue": "run-queue wait", "block": "block I/O",
-         "journal": "journal/log commit", "inode_lock": "inode lock", "other_lock": "other locks",
-         "throttle": "dirty throttling", "reclaim": "reclaim", "iowq_queue": "io-wq queueing",
-         "other_offcpu": "other off-CPU", "unattributed": "unattributed"}
-
-HINTS = {"runqueue": "threads waited for a CPU",
-         "journal": "longer journal (XFS log force / jbd2) commits",
-         "block": "slower block I/O on the loop device",
-         "iowq_queue": "io_uring requests waited in io-wq before a worker ran them",
-         "oncpu": "more CPU work inside the call",
-         "throttle": "dirty-page throttling",
-         "reclaim": "memory reclaim",
-         "inode_lock": "contention on the AOF inode's lock",
-         "other_lock": "lock contention",
-         "other_offcpu": "sleeps of another kind"}
+FORMS = ("an aoftrace JSON report, a run directory (OUT/runs/NNN-...), a run-ab output directory OUT "
+         "(cells paired by name) or OUT::cell")
 
 
-def _cap(s):
-    """Capitalize the first letter of a sentence, but not names like io_uring, xfs, ext4."""
-    if not s or s.split(" ")[0].split("(")[0] in ("io_uring", "xfs", "ext4") or s.startswith("io="):
-        return s
-    return s[0].upper() + s[1:]
+class Refused(Exception):
+    """Inputs explain cannot compare: one line on stderr, exit 2."""
+
+
+def side_from_traces(traces, requests=None, label="A", ops=None):
+    """A side from one or more aoftrace reports (the runs of one configuration); `ops`: their ops/s."""
+    ops = list(ops or [])
+    s = {"label": label, "requests": requests, "ops": [x for x in ops if x],
+         "rewrite_stats": {"count": sum(analyze.dig(t, "rewrite.count") or 0 for t in traces),
+                           "child_write_bytes": sum(analyze.dig(t, "rewrite.child_write_bytes") or 0 for t in traces)},
+         "lite": any(t.get("mode") == "lite" for t in traces), "modes": sorted({t.get("mode", "full") for t in traces}),
+         "reps": [analyze.rep_stats(t, ops[i] if i < len(ops) else None) for i, t in enumerate(traces)],
+         "work": work.of_traces(traces)}
+    for op in analyze.OPS:
+        s[op] = analyze.pooled(traces, op)
+    return s
 
 
 def side_from_trace(t, requests=None, label="A", ops_per_sec=None):
-    s = {"label": label, "requests": requests, "ops": [ops_per_sec] if ops_per_sec else [],
-         "rewrite_stats": {"count": analyze.dig(t, "rewrite.count") or 0,
-                           "child_write_bytes": analyze.dig(t, "rewrite.child_write_bytes") or 0},
-         "lite": t.get("mode") == "lite"}
-    for op in analyze.OPS:
-        s[op] = analyze.pooled([t], op)
-    return s
+    return side_from_traces([t], requests, label, [ops_per_sec] if ops_per_sec else [])
 
 
 def side_from_cell(c, label=None):
     s = {"label": label or c["key"], "requests": c.get("requests_total") or None, "ops": c.get("ops", []),
-         "rewrite_stats": c.get("rewrite_stats", {}), "meta": {k: c[k] for k in ("fs", "io", "rewrite")}}
+         "rewrite_stats": c.get("rewrite_stats", {}), "meta": {k: c[k] for k in ("fs", "io", "rewrite")},
+         "reps": c.get("per_rep", []), "work": c.get("work"), "modes": c.get("modes", ["full"]),
+         "lite": "lite" in c.get("modes", [])}
     for op in analyze.OPS:
         s[op] = c[op]
     return s
+
+
+def is_outdir(path):
+    return os.path.isdir(os.path.join(path, "runs"))
+
+
+def _cells(out):
+    try:
+        runs = [r for r in analyze.load_runs(out) if r.get("trace")]
+    except (OSError, ValueError) as e:
+        raise Refused(f"cannot read the runs under {out}: {e}")
+    if not runs:
+        raise Refused(f"{out} has no traced runs under {out}/runs")
+    return analyze.aggregate(runs)
 
 
 def load_side(arg, label=None):
     """A JSON file, a run directory, or OUT::cell."""
     if "::" in arg:
         out, cell = arg.split("::", 1)
-        runs = [r for r in analyze.load_runs(out) if r["cell"] == cell]
-        if not runs:
-            raise SystemExit(f"explain: no runs of cell {cell!r} under {out}/runs")
-        return side_from_cell(analyze.aggregate(runs)[cell], label or cell)
+        cells = _cells(out)
+        if cell not in cells:
+            raise Refused(f"no runs of cell {cell!r} under {out}/runs (it has {', '.join(cells)})")
+        return side_from_cell(cells[cell], label or cell)
     path, requests, ops = arg, None, None
     if os.path.isdir(arg):
         path = os.path.join(arg, "aoftrace.json")
+        if not os.path.exists(path):
+            raise Refused(f"{arg} is a directory without aoftrace.json: give {FORMS}")
     meta = os.path.join(os.path.dirname(path), "run.json")
     if os.path.exists(meta):
-        with open(meta) as f:
-            m = json.load(f)
+        try:
+            with open(meta) as f:
+                m = json.load(f)
+        except (OSError, ValueError) as e:
+            raise Refused(f"cannot read {meta}: {e}")
         requests, ops = m.get("requests"), m.get("ops_per_sec")
         side = side_from_trace(_read(path), requests, label or arg, ops)
         side["meta"] = {k: m.get(k) for k in ("fs", "io", "rewrite")}
@@ -86,11 +109,20 @@ def _read(path):
     try:
         with open(path) as f:
             t = json.load(f)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"explain: cannot read {path}: {e}")
-    if not str(t.get("schema", "")).startswith("aoftrace/"):
-        raise SystemExit(f"explain: {path} is not an aoftrace JSON report")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise Refused(f"cannot read {path} ({e.__class__.__name__}: {str(e)[:120]}): give {FORMS}")
+    if not isinstance(t, dict) or not str(t.get("schema", "")).startswith("aoftrace/"):
+        raise Refused(f"{path} is not an aoftrace JSON report (no \"schema\": \"aoftrace/1\"): give {FORMS}")
     return t
+
+
+def comparable(a, b):
+    """Refuse sides traced in different modes: a --lite report has no components and no forced commits, so a
+    difference against a full one would be made of missing keys."""
+    ma, mb = a.get("modes", ["full"]), b.get("modes", ["full"])
+    if len(ma) > 1 or len(mb) > 1 or ma != mb:
+        raise Refused(f"cannot compare A (aoftrace mode {'+'.join(ma)}) with B (mode {'+'.join(mb)}): a --lite "
+                      "report has no components and no forced commits; trace both sides in the same mode")
 
 
 def describe(kind, a_val, b_val):
@@ -115,114 +147,6 @@ def infer(a, b):
         if len(d) == 1:
             return (d[0],) + describe(d[0], ma[d[0]], mb[d[0]])
     return None, "B", "in B"
-
-
-def diff(a, b):
-    """{op: {a_mean, b_mean, delta, pct, a_count, b_count, rows: [(comp, a_us, b_us, delta, delta_per_set)]}}
-    rows ranked by |delta| (largest first)."""
-    out = {}
-    per_set = bool(a.get("requests") and b.get("requests"))
-    for op in analyze.OPS:
-        pa, pb = a[op], b[op]
-        if not pa["count"] or not pb["count"]:
-            out[op] = None
-            continue
-        rows = []
-        for c in analyze.COMPONENTS:
-            ua, ub = pa["per_op_us"].get(c, 0.0), pb["per_op_us"].get(c, 0.0)
-            ds = (pb["components_us"].get(c, 0.0) / b["requests"] - pa["components_us"].get(c, 0.0) / a["requests"]
-                  if per_set else None)
-            rows.append((c, ua, ub, ub - ua, ds))
-        rows.sort(key=lambda r: -abs(r[3]))
-        d = pb["mean_us"] - pa["mean_us"]
-        out[op] = {"a_mean": pa["mean_us"], "b_mean": pb["mean_us"], "delta": d,
-                   "pct": 100.0 * d / pa["mean_us"] if pa["mean_us"] else float("nan"),
-                   "a_count": pa["count"], "b_count": pb["count"], "rows": rows,
-                   "per_set_delta": (pb["total_us"] / b["requests"] - pa["total_us"] / a["requests"]) if per_set else None,
-                   "a_per_set": pa["total_us"] / a["requests"] if per_set else None,
-                   "b_per_set": pb["total_us"] / b["requests"] if per_set else None}
-    return out
-
-
-def _contributors(rows, d):
-    """Components moving the same way as the total, largest first, until 80% of it is covered (max 3)."""
-    same = [r for r in rows if r[3] * d > 0 and abs(r[3]) >= max(1.0, 0.05 * abs(d))]
-    picked, acc = [], 0.0
-    for r in same:
-        picked.append(r)
-        acc += abs(r[3])
-        if acc >= 0.8 * abs(d) or len(picked) == 3:
-            break
-    against = [r for r in rows if r[3] * d < 0 and abs(r[3]) >= max(1.0, 0.10 * abs(d))]
-    return picked, against
-
-
-def verdicts(a, b, subject="B", context="in B", kind=None):
-    """Plain-language lines from the numbers. subject: what B changes ("io_uring"); context: the same as a
-    prepositional phrase ("with io_uring"); kind: 'io', 'rewrite', 'fs' or None, for the hints."""
-    lines = []
-    oa, ob = [x for x in a.get("ops", []) if x], [x for x in b.get("ops", []) if x]
-    if oa and ob:
-        ma, ca = analyze.mean_ci(oa)
-        mb, cb = analyze.mean_ci(ob)
-        pct = 100.0 * (mb - ma) / ma
-        noise = ""
-        if ca == ca and cb == cb:
-            noise = (" — within the noise (95% CIs overlap)" if abs(mb - ma) <= ca + cb
-                     else " — outside the noise (95% CIs do not overlap)")
-        lines.append(f"{_cap(context)}, throughput went from {ma:.0f} to {mb:.0f} ops/s "
-                     f"({pct:+.1f}%){noise}.")
-    dd = diff(a, b)
-    for op in analyze.OPS:
-        x = dd[op]
-        if op == "fdatasync":
-            odd = [(n, s) for n, s in (("A", a), ("B", b))
-                   if s["flush"]["count"] and s["fdatasync"]["count"] < 0.5 * s["flush"]["count"]]
-            if odd:
-                lines.append("fdatasync: not comparable: " + "; ".join(
-                    f"{n} makes {s['fdatasync']['count']} main-thread fdatasyncs for {s['flush']['count']} flushes"
-                    for n, s in odd) + " (its data sync goes another way, e.g. a linked io_uring FSYNC run by io-wq, "
-                    "and what remains are rewrite bookkeeping syncs); compare the flushes.")
-                continue
-        if x is None:
-            lines.append(f"{op}: not measured on both sides.")
-            continue
-        d, pct = x["delta"], x["pct"]
-        rng = f"{x['a_mean']:.0f} → {x['b_mean']:.0f} us per {op}"
-        if abs(d) < 5.0 or abs(pct) < 2.0:
-            lines.append(f"{_cap(context)}, {op} time did not change materially ({rng}, {d:+.0f} us).")
-            continue
-        picked, against = _contributors(x["rows"], d)
-        parts = [f"{abs(r[3]):.0f} us {'of it ' if i == 0 else ''}from {NAMES[r[0]]}" for i, r in enumerate(picked)]
-        if d < 0:
-            s = f"{_cap(subject)} cut {op} time by {-d:.0f} us ({-pct:.0f}%) ({rng})"
-            if parts:
-                s += "; " + ", ".join(parts)
-        else:
-            s = f"{_cap(context)}, {op} grew by {d:.0f} us (+{pct:.0f}%) ({rng})"
-            if picked:
-                top = picked[0]
-                s += f", mostly {NAMES[top[0]]} (+{top[3]:.0f} us, {100 * top[3] / d:.0f}% of the growth)"
-                if len(picked) > 1:
-                    s += ", then " + ", ".join(f"{NAMES[r[0]]} (+{r[3]:.0f} us)" for r in picked[1:])
-                hint = HINTS.get(top[0])
-                if top[0] == "runqueue" and kind == "rewrite":
-                    hint = "the rewrite child competed for CPU"
-                elif top[0] == "runqueue" and kind == "io":
-                    hint = "the io-wq workers and the server competed for CPU"
-                if hint:
-                    s += f": {hint}"
-        if against:
-            s += "; " + ", ".join(f"{NAMES[r[0]]} moved the other way ({r[3]:+.0f} us)" for r in against)
-        if x["per_set_delta"] is not None and op == "flush":
-            s += f"; per SET, flush time {x['a_per_set']:.1f} → {x['b_per_set']:.1f} us ({x['per_set_delta']:+.1f} us)"
-        lines.append(s + ".")
-    if kind == "rewrite":
-        rb = b.get("rewrite_stats", {})
-        if rb.get("count"):
-            lines.append(f"{_cap(context)}: {rb['count']} rewrite children forked during the measured "
-                         f"windows, writing {rb.get('child_write_bytes', 0) / 1e6:.0f} MB.")
-    return lines
 
 
 def table_md(a, b, dd=None):
@@ -266,17 +190,21 @@ def table_md(a, b, dd=None):
 
 
 def text(a, b, subject="B", context="in B", kind=None):
+    """The verdict first, then per operation the components of A and B and their difference (none for --lite)."""
     dd = diff(a, b)
-    out = [f"A = {a['label']}", f"B = {b['label']}", ""]
+    out = [f"A = {a['label']}", f"B = {b['label']}", "", "Verdict:"]
+    out += [f"- {v}" for v in verdicts(a, b, subject, context, kind)]
+    out.append("")
     for op in analyze.OPS:
         x = dd[op]
         if x is None:
             out.append(f"{op}: missing on one side\n")
             continue
         out.append(f"{op}: {x['a_mean']:.1f} → {x['b_mean']:.1f} us per {op} ({x['delta']:+.1f} us, {x['pct']:+.1f}%); "
-                   f"{x['a_count']} vs {x['b_count']} {op}es" if op == "flush" else
-                   f"{op}: {x['a_mean']:.1f} → {x['b_mean']:.1f} us per {op} ({x['delta']:+.1f} us, {x['pct']:+.1f}%); "
-                   f"{x['a_count']} vs {x['b_count']} calls")
+                   f"{x['a_count']} vs {x['b_count']} {'flushes' if op == 'flush' else 'calls'}")
+        if a.get("lite") or b.get("lite"):
+            out.append("")
+            continue
         hdr = f"  {'component':22s} {'A us':>10s} {'B us':>10s} {'B-A us':>10s}"
         if x["per_set_delta"] is not None:
             hdr += f" {'B-A per SET':>12s}"
@@ -289,37 +217,63 @@ def text(a, b, subject="B", context="in B", kind=None):
                 line += f" {ds:+12.2f}"
             out.append(line)
         out.append("")
-    out.append("Verdict:")
-    out += [f"- {v}" for v in verdicts(a, b, subject, context, kind)]
-    return "\n".join(out)
+    return "\n".join(out).rstrip("\n")
+
+
+def pairs(arg_a, arg_b):
+    """[(A side, B side)]: one pair, or one per cell name common to two run-ab output directories."""
+    oa, ob = "::" not in arg_a and is_outdir(arg_a), "::" not in arg_b and is_outdir(arg_b)
+    if oa != ob:
+        raise Refused(f"{arg_a if oa else arg_b} is a run-ab output directory and the other side is not: give two "
+                      "output directories (cells paired by name), or OUT::cell for that side")
+    if not oa:
+        return [(load_side(arg_a, "A: " + arg_a), load_side(arg_b, "B: " + arg_b))]
+    ca, cb = _cells(arg_a), _cells(arg_b)
+    common = [k for k in ca if k in cb]
+    if not common:
+        raise Refused(f"{arg_a} ({', '.join(ca)}) and {arg_b} ({', '.join(cb)}) have no cell in common")
+    return [(side_from_cell(ca[k], f"A: {arg_a}::{k}"), side_from_cell(cb[k], f"B: {arg_b}::{k}")) for k in common]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="aofab.explain", description=__doc__.split("\n\n")[0])
-    ap.add_argument("a", help="baseline: aoftrace JSON, run directory, or OUT::cell")
-    ap.add_argument("b", help="variant: aoftrace JSON, run directory, or OUT::cell")
+    ap.add_argument("a", help="baseline: " + FORMS)
+    ap.add_argument("b", help="variant: the same form as A")
     ap.add_argument("--requests-a", type=int, help="requests sent during A (for per-SET figures)")
     ap.add_argument("--requests-b", type=int, help="requests sent during B")
     ap.add_argument("--subject", help='what B changes, e.g. "io_uring" (used in the verdicts; inferred when A and '
                                       'B are runs or cells that differ in one setting)')
     ap.add_argument("--json", action="store_true", help="print the differences as JSON")
     args = ap.parse_args(argv)
-    a, b = load_side(args.a, "A: " + args.a), load_side(args.b, "B: " + args.b)
-    if args.requests_a:
-        a["requests"] = args.requests_a
-    if args.requests_b:
-        b["requests"] = args.requests_b
-    kind, subject, context = infer(a, b)
-    if args.subject:
-        subject, context = args.subject, f"with {args.subject}"
-    lite = [side["label"] for side in (a, b) if side.get("lite")]
+    try:
+        ps = pairs(args.a, args.b)
+        for a, b in ps:
+            comparable(a, b)
+    except Refused as e:
+        print(f"explain: {e}", file=sys.stderr)
+        return 2
+    res, texts = {}, []
+    for a, b in ps:
+        if args.requests_a:
+            a["requests"] = args.requests_a
+        if args.requests_b:
+            b["requests"] = args.requests_b
+        kind, subject, context = infer(a, b)
+        if args.subject:
+            subject, context = args.subject, f"with {args.subject}"
+        name = b["label"].split("::")[-1] if len(ps) > 1 else "pair"
+        if args.json:
+            res[name] = {"diff": diff(a, b), "verdicts": verdicts(a, b, subject, context, kind),
+                         "lite": [s["label"] for s in (a, b) if s.get("lite")]}
+            continue
+        t = text(a, b, subject, context, kind)
+        if a.get("lite"):   # its time is not split: the tables below compare times and counts only
+            t = "(both sides aoftrace --lite: no components; trace without --lite for the why)\n\n" + t
+        texts.append((f"=== {name}\n" if len(ps) > 1 else "") + t)
     if args.json:
-        print(json.dumps({"diff": diff(a, b), "verdicts": verdicts(a, b, subject, context, kind),
-                          "lite": lite}, indent=2))
+        print(json.dumps(res["pair"] if len(ps) == 1 else res, indent=2, default=str))
     else:
-        if lite:   # its time is not split: the tables below compare times and counts only
-            print(f"({' and '.join(lite)}: aoftrace --lite, no components; trace without --lite for the why)\n")
-        print(text(a, b, subject, context, kind))
+        print("\n\n".join(texts))
     return 0
 
 

@@ -7,11 +7,9 @@ import glob
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
 
-from . import analyze, env, explain
+from . import analyze, env, explain, flames, verdict
 
 COMP_COLORS = {"oncpu": "#4c72b0", "runqueue": "#dd8452", "block": "#55a868", "journal": "#c44e52",
                "inode_lock": "#8172b3", "other_lock": "#937860", "throttle": "#da8bc3", "reclaim": "#8c8c8c",
@@ -24,14 +22,6 @@ def f1(x):
 
 def f0(x):
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0f}"
-
-
-def inferno():
-    for p in (shutil.which("inferno-flamegraph"), os.path.join(env.ROOT, ".cargo-tools", "bin", "inferno-flamegraph"),
-              os.path.expanduser("~/.cargo/bin/inferno-flamegraph")):
-        if p and os.access(p, os.X_OK):
-            return p
-    return None
 
 
 # --- comparisons ---------------------------------------------------------------------------------------------
@@ -88,7 +78,8 @@ def plots(out, cells):
     files = {}
 
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.3 * len(keys) + 3), 8), sharex=True)
-    names = [p for p, _ in analyze.PCTS]
+    names = [p for p, _ in analyze.PCTS if any(cells[k][op]["pct"][p] == cells[k][op]["pct"][p]
+                                                for k in keys for op in analyze.OPS)]
     w = 0.8 / len(names)
     for ax, op in zip(axes, analyze.OPS):
         for j, p in enumerate(names):
@@ -97,7 +88,7 @@ def plots(out, cells):
             ax.bar([i - 0.4 + w * (j + 0.5) for i in x], vals, w, label=p)
         ax.set_yscale("log")
         ax.set_ylabel(f"{op} latency (us)")
-        ax.set_title(f"{op}: p50/p90/p99/p99.9/max per cell (median across reps)")
+        ax.set_title(f"{op}: {'/'.join(names)} per cell (median across reps)")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(ncol=5, fontsize=8)
     axes[1].set_xticks(x, keys, rotation=30, ha="right")
@@ -146,48 +137,6 @@ def plots(out, cells):
     fig.savefig(files["throughput"], dpi=100)
     plt.close(fig)
     return files
-
-
-def flames(out, cells, runs):
-    """Merge each cell's folded stacks (all reps) and render them with inferno-flamegraph if it is here."""
-    fdir = os.path.join(out, "flame")
-    os.makedirs(fdir, exist_ok=True)
-    tool = inferno()
-    made, note = {}, None
-    for key in cells:
-        stacks = {}
-        for r in runs:
-            if r["cell"] != key:
-                continue
-            p = os.path.join(r["dir"], "offcpu.folded")
-            if not os.path.exists(p):
-                continue
-            for line in open(p):
-                line = line.rstrip("\n")
-                stack, _, n = line.rpartition(" ")
-                if stack and n.isdigit():
-                    stacks[stack] = stacks.get(stack, 0) + int(n)
-        folded = os.path.join(fdir, f"{key}.folded")
-        with open(folded, "w") as f:
-            for st, n in sorted(stacks.items()):
-                f.write(f"{st} {n}\n")
-        made[key] = {"folded": folded, "svg": None}
-        if not stacks or not tool:
-            continue
-        svg = os.path.join(fdir, f"{key}.svg")
-        with open(folded) as fin, open(svg, "w") as fout:
-            r = subprocess.run([tool, "--title", f"off-CPU stacks with wakers: {key} (us, all reps)",
-                                "--countname", "us", "--width", "1400"], stdin=fin, stdout=fout,
-                               stderr=subprocess.PIPE, text=True, timeout=120)
-        if r.returncode == 0:
-            made[key]["svg"] = svg
-        else:
-            os.unlink(svg)
-            note = f"inferno-flamegraph failed: {r.stderr.strip()[:200]}"
-    if not tool:
-        note = ("inferno-flamegraph is not installed (make deps installs it with cargo into .cargo-tools/): "
-                "only the folded files are here; render them with inferno-flamegraph or flamegraph.pl")
-    return made, note
 
 
 # --- UFTRACE=1 -----------------------------------------------------------------------------------------------
@@ -286,23 +235,78 @@ def header_lines(st, envi, cells, runs, wall_s):
     return L
 
 
-def verdict_lines(comps):
-    """The "Verdicts" section, and the verdicts by comparison title (for summary.json)."""
-    L = ["## Verdicts", ""]
+def _link(out, path):
+    r = os.path.relpath(path, out)
+    return f"[{r}]({r})"
+
+
+def verdict_lines(comps, diffs=None, out="", diff_note=None):
+    """The "Verdicts" section, each comparison with its differential flame graph, and the verdicts by comparison
+    title (for summary.json)."""
+    L = ["## Verdicts", "",
+         "The first line of each comparison is its headline: a durability violation or missing work first (a run "
+         "that broke durability or persisted less is never a speed-up), else the resolved effect, else \"No resolved "
+         "difference\". A difference is resolved only when both cells have two or more repetitions and the 95% CIs "
+         "of their run means do not overlap; components follow the same rule (docs/run-ab.md).", ""]
     all_verdicts = {}
     for title, kind, subj, ctx, a, b in comps:
         va, vb = explain.side_from_cell(a), explain.side_from_cell(b)
         v = explain.verdicts(va, vb, subj, ctx, kind)
         all_verdicts[title] = v
-    for title, v in all_verdicts.items():
-        L.append(f"**{title}**")
+        d = (diffs or {}).get((a["key"], b["key"])) or {}
+        link = (f" — differential off-CPU flame graph (B's stacks, red: more sleep per flush in B, blue: less): "
+                f"{_link(out, d['svg'])}" if d.get("svg") else "")
+        L.append(f"**{title}**{link}")
         L.append("")
         L += [f"- {x}" for x in v]
         L.append("")
     if not comps:
         L.append("(one cell only: nothing to compare)")
         L.append("")
+    else:
+        L += [f"- {n}" for n in flames.NOTES]
+        if diff_note:
+            L.append(f"- Differential flame graphs: {diff_note}.")
+        L.append("")
     return L, all_verdicts
+
+
+QUESTIONS = {"io": "io method", "rewrite": "AOF rewrite", "fs": "file system"}
+
+
+def answer_lines(comps, runs, diffs, out):
+    """The short answer per question asked (io method, rewrite, file system), durability violations first."""
+    L = ["## Answers", ""]
+    bad = [r for r in runs if analyze.durability_verdict(r.get("trace")) not in ("OK",)]
+    if bad:
+        L.append(f"**Durability: {len(bad)} of {len(runs)} runs did not pass** — "
+                 + "; ".join(f"{os.path.basename(r['dir'])}: {analyze.durability_verdict(r.get('trace'))}"
+                             for r in bad)
+                 + ". No comparison with these runs is reported as a speed-up.")
+    else:
+        L.append(f"Durability: every run kept `appendfsync always` ({len(runs)} of {len(runs)} OK).")
+    L.append("")
+    answers = {}
+    for kind, q in QUESTIONS.items():
+        these = [c for c in comps if c[1] == kind]
+        if not these:
+            continue
+        L.append(f"**{q}**")
+        L.append("")
+        for title, _, subj, ctx, a, b in these:
+            va, vb = explain.side_from_cell(a), explain.side_from_cell(b)
+            line = verdict.answer(va, vb, subj, ctx, kind)
+            answers[title] = line
+            d = (diffs or {}).get((a["key"], b["key"])) or {}
+            fg = f" ([differential flame graph]({os.path.relpath(d['svg'], out)}))" if d.get("svg") else ""
+            L.append(f"- {title}: {line}{fg}")
+        L.append("")
+    reps = min([len(c[4].get("per_rep", [])) for c in comps] + [len(c[5].get("per_rep", [])) for c in comps] or [0])
+    if comps and reps < 2:
+        L.append("One repetition per cell: no difference above can be resolved from run-to-run noise (`REPS=3` or "
+                 "more); the verdicts below give the spread a second run would have to stay within.")
+        L.append("")
+    return L, answers
 
 
 def durability_lines(runs):
@@ -331,6 +335,11 @@ def throughput_lines(cells):
     return L
 
 
+def _q(name):
+    """The quantile of a percentile column ("p99.9" → 0.999), None for max."""
+    return float(name[1:]) / 100.0 if name.startswith("p") else None
+
+
 def latency_lines(cells):
     L = ["## Latency (us)", ""]
     L.append("Percentiles: the median across repetitions of each repetition's percentile (aoftrace's log-linear "
@@ -338,16 +347,35 @@ def latency_lines(cells):
              "fdatasync/fsync calls (with a rewrite also the manifest/directory fsyncs of the rewrite steps; "
              "with `uring-linked`/`uring-sqpoll` the data sync is an io_uring FSYNC: see the io_uring table).")
     L.append("")
-    L.append("| cell | op | count | mean | p50 | p90 | p99 | p99.9 | max | closure % |")
-    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    L.append("| cell | op | count | mean | " + " | ".join(n for n, _ in analyze.PCTS) + " | closure % |")
+    L.append("| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in analyze.PCTS) + " | ---: |")
+    unresolved = False
     for k, c in cells.items():
         for op in analyze.OPS:
             p = c[op]
             if not p["count"]:
                 L.append(f"| {k} | {op} | 0 | – | " + " | ".join("–" for _ in analyze.PCTS) + " | – |")
                 continue
-            L.append(f"| {k} | {op} | {p['count']} | {f1(p['mean_us'])} | " +
-                     " | ".join(f1(p["pct"][n]) for n, _ in analyze.PCTS) + f" | {f1(p['closure_pct'])} |")
+            n = c.get("min_count", {}).get(op, p["count"])
+            vals = []
+            for name, _ in analyze.PCTS:
+                v, q = p["pct"][name], _q(name)
+                if v is None or v != v:
+                    vals.append("n/a")
+                    continue
+                mark = q is not None and n * (1.0 - q) < 10 - 1e-9
+                unresolved |= mark
+                vals.append(f1(v) + ("*" if mark else ""))
+            L.append(f"| {k} | {op} | {p['count']} | {f1(p['mean_us'])} | " + " | ".join(vals)
+                     + f" | {f1(p['closure_pct'])} |")
+    L.append("")
+    if unresolved:
+        L.append("\\* not resolved: fewer than 10 operations beyond this percentile in a repetition (a percentile q "
+                 "needs 10 / (1 − q) operations per run: 1 000 for p99, 10 000 for p99.9, 100 000 for p99.99); the "
+                 "value is the slowest few operations of the run, not a tail estimate.")
+    if all(c[op]["pct"].get("p99.99") != c[op]["pct"].get("p99.99") for c in cells.values() for op in analyze.OPS):
+        L.append("p99.99: not available — aoftrace's JSON has percentiles up to p99.9 (`p999_us`) and the exact "
+                 "`max_us`; no run keeps per-operation latencies to compute it from.")
     L.append("")
     return L
 
@@ -450,7 +478,7 @@ def flag_lines(cells):
     return L
 
 
-def figure_lines(out, pngs, plot_note, fl, flame_note):
+def figure_lines(out, pngs, plot_note, fl, flame_note, diffs=None):
     """Links to the plots, flame graphs and timeline under OUT, and to the raw data."""
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
     L = ["## Figures", ""]
@@ -468,6 +496,10 @@ def figure_lines(out, pngs, plot_note, fl, flame_note):
             L.append(f"- Off-CPU stacks with wakers, {k} (folded, no SVG): {rel(m['folded'])}")
     if flame_note:
         L.append(f"- {flame_note}")
+    for (ka, kb), d in (diffs or {}).items():
+        if d.get("svg"):
+            L.append(f"- Differential off-CPU flame graph, {ka} → {kb} (µs of sleep per 1000 flushes; red: more in "
+                     f"B, blue: less): {_link(out, d['svg'])}")
     for tl in sorted(glob.glob(os.path.join(out, "runs", "*", "timeline.json"))):
         L.append(f"- Timeline of one representative run (Chrome trace-event JSON: open it in Perfetto UI or "
                  f"chrome://tracing): [{rel(tl)}]({rel(tl)})")
@@ -492,10 +524,14 @@ def write(out, wall_s=None):
         plot_note = None
     except Exception as e:  # a report without figures is still a report
         pngs, plot_note = {}, f"plots failed: {e!r}"
-    fl, flame_note = flames(out, cells, runs)
+    fl, flame_note = flames.flames(out, cells, runs)
+    diffs, diff_note = flames.diff_flames(out, [(c[4], c[5]) for c in comps], fl)
 
     L = header_lines(st, envi, cells, runs, wall_s)
-    verdicts, all_verdicts = verdict_lines(comps)
+    answers, all_answers = answer_lines(comps, runs, diffs, out)
+    env_at = L.index("## Environment")
+    L[env_at:env_at] = answers
+    verdicts, all_verdicts = verdict_lines(comps, diffs, out, diff_note)
     L += verdicts
     L += durability_lines(runs)
     L += throughput_lines(cells)
@@ -508,11 +544,12 @@ def write(out, wall_s=None):
     ulines, uftrace_rows = uftrace_section(runs, out)
     L += ulines
     L += flag_lines(cells)
-    L += figure_lines(out, pngs, plot_note, fl, flame_note)
+    L += figure_lines(out, pngs, plot_note, fl, flame_note, diffs)
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(L))
-    summary = {"settings": st, "environment": envi, "wall_s": wall_s, "verdicts": all_verdicts,
+    summary = {"settings": st, "environment": envi, "wall_s": wall_s, "answers": all_answers, "verdicts": all_verdicts,
+               "diff_flames": {f"{ka} -> {kb}": d for (ka, kb), d in diffs.items()},
                "cells": cells, "flame_note": flame_note}
     if uftrace_rows:
         summary["uftrace"] = uftrace_rows
