@@ -3,7 +3,7 @@
 A kernel is a Debian linux-image package taken from the archive with `apt-get download` into .kernels/ (git-ignored,
 kept across runs: a second run does no network). The guest boots a small initramfs of busybox-static and the kernel's
 own modules (virtio, 9p, loop, ext4, xfs and what they depend on), loaded by insmod, mounts the host's root read-only
-over 9p as its root, with tmpfs on /tmp, /run, /var/tmp and /root, and runs one shell command in a chroot there. A
+over 9p as its root, with tmpfs on /tmp and /run, a scratch ext4 disk on /var/tmp (HOME=/tmp: /root stays the host's, read-only), and runs one shell command in a chroot there. A
 second 9p share, writable, brings back the command's exit code and whatever it writes (junit XML). TCG only
 (`-accel tcg -cpu max`): this machine's /dev/kvm is a paravirtual KVM that hangs Debian's kernels.
 
@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -36,29 +37,66 @@ KERNELS = {
 }
 
 # What the guest needs as modules (their dependencies are read from each .ko's modinfo): the 9p root over
-# virtio-pci, loop devices, ext4 and XFS. crc32c comes through the crypto API (ext4/jbd2 metadata checksums,
-# libcrc32c), which asks for it by request_module(): there is no modprobe in the guest, so load it up front.
-MODULES = ["virtio_pci", "9pnet_virtio", "9p", "loop", "crc32c_intel", "crc32c_generic", "ext4", "xfs"]
+# virtio-pci, the scratch disk (virtio-blk), loop devices, ext4 and XFS. crc32c comes through the crypto API
+# (ext4/jbd2 metadata checksums, libcrc32c), which asks for it by request_module(): there is no modprobe in the
+# guest, so it is loaded up front.
+MODULES = ["virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "loop", "crc32c_intel", "crc32c_generic", "ext4", "xfs"]
 
 # The core subset run in each guest: attach, counts against a reference, the fs view, durability, --lite,
-# --check, bad input. Short on purpose: under TCG a traced scenario costs ~10 s.
-# Full-mode tests that cannot pass on a kernel yet (issue 20: aoftrace's full mode does not load on 6.1) are listed
-# in KNOWN_FAILING and deselected there, so that the guest's summary says which ones were left out.
+# --check, bad input. Short on purpose: under TCG a traced scenario costs ~10 s. Node ids: a renamed test makes
+# the guest's pytest fail ("not found"), never pass silently.
 CORE_TESTS = [
     "tests/test_aoftrace.py::test_check_reports_core_can_run",
     "tests/test_aoftrace.py::test_bad_input",
     "tests/test_aoftrace.py::test_not_root",
-    "tests/test_lite.py::test_lite_counts_match_bpftrace",
-    "tests/test_lite.py::test_lite_sees_the_rewrite_child",
-    "tests/test_aoftrace.py::test_counts_and_totals_match_bpftrace[xfs-redis-server]",
-    "tests/test_aoftrace.py::test_counts_and_totals_match_bpftrace[ext4-aofwriter]",
+    "tests/test_lite.py::test_lite_counts_match_bpftrace[redis-server-xfs]",
+    "tests/test_lite.py::test_lite_counts_match_bpftrace[aofwriter-ext4]",
+    "tests/test_lite.py::test_lite_sees_the_rewrite_child[ext4]",
+    "tests/test_lite.py::test_lite_names_injected_faults[xfs-skip-fsync-write]",
+    "tests/test_lite.py::test_lite_names_injected_faults[ext4-reply-before-sync-uring-linked]",
+    "tests/test_lite.py::test_lite_uring_counts[xfs-uring-linked]",
+    "tests/test_aoftrace.py::test_counts_and_totals_match_bpftrace[redis-server-xfs]",
+    "tests/test_aoftrace.py::test_counts_and_totals_match_bpftrace[aofwriter-ext4]",
     "tests/test_aoftrace.py::test_sigint_detaches_everything[xfs]",
-    "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[xfs-write-write]",
-    "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[ext4-write-write]",
-    "tests/test_durability.py::test_injected_fault_is_named",
-    "tests/test_durability.py::test_correct_aofwriter_is_ok[plain-write-xfs]",
+    "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[xfs-write]",
+    "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[ext4-write]",
+    "tests/test_durability.py::test_injected_fault_is_named[xfs-skip-fsync-write]",
+    "tests/test_durability.py::test_correct_aofwriter_is_ok[ext4-write-plain]",
 ]
-KNOWN_FAILING = {}
+
+# Tests of the subset that fail on a kernel today, each with why: run there as xfail (strict=False: a fix shows as
+# XPASS), by the pytest plugin below, so the guest's summary counts them apart and a new failure still fails.
+_FULL_61 = ("issue 20: full mode does not load on 6.1 (prog 'sched_waking': back-edge from insn 527 to 528; "
+            "io_uring_submit_req missing; xfs/ext4/jbd2 module BTF unused)")
+_URING_61 = "issue 20: 6.1 has no io_uring_submit_req tracepoint (io_uring_submit_sqe there): io_uring group off"
+KNOWN_FAILING = {
+    "debian-6.1": {
+        "tests/test_aoftrace.py::test_counts_and_totals_match_bpftrace[redis-server-xfs]": _FULL_61,
+        "tests/test_aoftrace.py::test_counts_and_totals_match_bpftrace[aofwriter-ext4]": _FULL_61,
+        "tests/test_aoftrace.py::test_sigint_detaches_everything[xfs]": _FULL_61,
+        "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[xfs-write]": _FULL_61,
+        "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[ext4-write]": _FULL_61,
+        "tests/test_durability.py::test_injected_fault_is_named[xfs-skip-fsync-write]": _FULL_61,
+        "tests/test_durability.py::test_correct_aofwriter_is_ok[ext4-write-plain]": _FULL_61,
+        "tests/test_lite.py::test_lite_counts_match_bpftrace[redis-server-xfs]":
+            _URING_61 + ": --lite attaches no io_uring_complete, which the test requires",
+        "tests/test_lite.py::test_lite_counts_match_bpftrace[aofwriter-ext4]":
+            _URING_61 + ": --lite attaches no io_uring_complete, which the test requires",
+        "tests/test_lite.py::test_lite_names_injected_faults[ext4-reply-before-sync-uring-linked]":
+            _URING_61 + ": the io_uring writes are not seen, the fault is not named",
+        "tests/test_lite.py::test_lite_uring_counts[xfs-uring-linked]":
+            _URING_61 + ": the bpftrace reference script cannot attach",
+    },
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a guest (pytest -p aofab.vm): the KNOWN_FAILING tests of the kernel named by AOFVM_KERNEL are xfail."""
+    known = KNOWN_FAILING.get(os.environ.get("AOFVM_KERNEL", ""), {})
+    import pytest
+    for item in items:
+        if item.nodeid in known:
+            item.add_marker(pytest.mark.xfail(reason=known[item.nodeid], strict=False))
 
 
 class Unavailable(Exception):
@@ -193,8 +231,10 @@ mount -t devtmpfs devtmpfs /dev
 for m in /modules/*.ko; do insmod "$m" || echo "aofvm: insmod $m failed"; done
 fail() { echo "aofvm: $*"; echo "AOFVM-EXIT=125"; poweroff -f; sleep 10; }
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 root /newroot || fail "cannot mount the host root"
-for d in tmp run var/tmp root; do mount -t tmpfs -o mode=1777 tmpfs /newroot/$d || fail "tmpfs on /$d"; done
-chmod 700 /newroot/root
+for d in tmp run; do mount -t tmpfs -o mode=1777 tmpfs /newroot/$d || fail "tmpfs on /$d"; done
+# /var/tmp (LoopFS's images) on the scratch disk: losetup --direct-io=on needs O_DIRECT, which 6.1's tmpfs lacks.
+mount -t ext4 /dev/vda /newroot/var/tmp || fail "cannot mount the scratch disk on /var/tmp"
+chmod 1777 /newroot/var/tmp
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
@@ -210,7 +250,7 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288 results /newroot/tmp/a
 ip link set lo up
 hostname aofvm
 echo "AOFVM-SHELL $(cut -d' ' -f1 /proc/uptime)"
-chroot /newroot /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+chroot /newroot /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp \
     TERM=dumb LANG=C.UTF-8 /bin/sh /tmp/aofvm/cmd.sh </dev/null
 rc=$?
 echo $rc > /newroot/tmp/aofvm/rc
@@ -260,6 +300,12 @@ def build_initramfs(kernel, out):
 
 # ---- running a command in a guest ------------------------------------------------------------------------
 
+def _die_with_parent():
+    """In the child before exec: SIGKILL when the process that started qemu dies (even by SIGKILL)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
+
+
 class Result:
     def __init__(self, rc, console, rundir, boot_s, wall_s):
         self.rc, self.console, self.rundir, self.boot_s, self.wall_s = rc, console, rundir, boot_s, wall_s
@@ -270,7 +316,7 @@ class Result:
         return open(p, errors="replace").read() if os.path.exists(p) else ""
 
 
-def run(kernel, command, timeout=600, mem="2G", smp=2, echo=False):
+def run(kernel, command, timeout=600, mem="2G", smp=2, scratch_gb=8, echo=False):
     """Boot `kernel`, run the shell `command` (cwd: this tree) as root in the guest, power off. Returns a Result;
     rc is None when the guest did not say (timeout, panic). The guest is killed on timeout or interrupt."""
     if not shutil.which(QEMU):
@@ -285,17 +331,23 @@ def run(kernel, command, timeout=600, mem="2G", smp=2, echo=False):
         f.write(f"cd {shlex.quote(ROOT)} || exit 125\n"
                 f"{{ ( {command} ); echo $? > /tmp/aofvm/cmd.rc; }} 2>&1 | tee /tmp/aofvm/output.txt\n"
                 "exit $(cat /tmp/aofvm/cmd.rc)\n")
+    # The guest's /var/tmp: a sparse ext4 image made here (mkfs on a file of ours), removed after the run.
+    scratch = os.path.join(RUNS, f"{kernel.name}.scratch.img")
+    with open(scratch, "wb") as f:
+        f.truncate(scratch_gb << 30)
+    env.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", scratch])
     argv = [QEMU, "-accel", "tcg", "-cpu", "max", "-m", mem, "-smp", str(smp), "-nographic", "-no-reboot",
             "-kernel", kernel.vmlinuz, "-initrd", initrd,
             "-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
             "-nic", "none",
             "-virtfs", "local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap",
-            "-virtfs", f"local,path={rundir},mount_tag=results,security_model=none"]
+            "-virtfs", f"local,path={rundir},mount_tag=results,security_model=none",
+            "-drive", f"file={scratch},format=raw,if=virtio,cache=unsafe"]
     console = []
     t0 = time.monotonic()
     boot_s = None
     proc = env.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                     start_new_session=True)
+                     start_new_session=True, preexec_fn=_die_with_parent)
     try:
         import selectors
         sel = selectors.DefaultSelector()
@@ -322,6 +374,7 @@ def run(kernel, command, timeout=600, mem="2G", smp=2, echo=False):
                     print(line, flush=True)
     finally:
         env.stop_process(proc, 15, 5)
+        os.unlink(scratch)
     wall_s = time.monotonic() - t0
     with open(os.path.join(rundir, "console.log"), "w") as f:
         f.write("\n".join(console) + "\n")
@@ -333,13 +386,12 @@ def run(kernel, command, timeout=600, mem="2G", smp=2, echo=False):
     return Result(rc, console, rundir, boot_s, wall_s)
 
 
-def pytest_command(tests, deselect=(), junit="/tmp/aofvm/junit.xml"):
-    args = [".venv/bin/python", "-m", "pytest", "-p", "no:cacheprovider", "-ra", "-m", "not stress",
-            f"--junitxml={junit}", *tests]
-    for t in deselect:
-        args += ["--deselect", t]
-    # The tree is read-only in the guest: bytecode stays in memory, loop images and tmp_path go to the guest's tmpfs.
-    return "PYTHONDONTWRITEBYTECODE=1 AOFTRACE_TMP=/tmp AOFVM_GUEST=1 " + " ".join(shlex.quote(a) for a in args)
+def guest_pytest_argv(kernel_name, tests, junit="/tmp/aofvm/junit.xml"):
+    args = [".venv/bin/python", "-m", "pytest", "-p", "no:cacheprovider", "-p", "aofab.vm", "-ra", "-m", "not stress",
+            "--durations=5", f"--junitxml={junit}", *tests]
+    # The tree is read-only in the guest: no bytecode written; tmp_path goes to the guest's tmpfs, LoopFS's images to
+    # /var/tmp, its scratch disk.
+    return f"PYTHONPATH=tools PYTHONDONTWRITEBYTECODE=1 AOFVM_GUEST=1 AOFVM_KERNEL={shlex.quote(kernel_name)} " + " ".join(shlex.quote(a) for a in args)
 
 
 def summary_line(output):
@@ -366,8 +418,7 @@ def junit_cases(rundir):
 
 def run_core_tests(name, timeout=1500, echo=False):
     kernel = get_kernel(name)
-    deselect = KNOWN_FAILING.get(name, ())
-    return kernel, run(kernel, pytest_command(CORE_TESTS, deselect), timeout=timeout, echo=echo)
+    return kernel, run(kernel, guest_pytest_argv(name, CORE_TESTS), timeout=timeout, echo=echo)
 
 
 def main(argv=None):
