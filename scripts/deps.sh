@@ -30,7 +30,7 @@ fi
 if [ "${1:-}" = kernels ]; then
   PKGS+=(
     qemu-system-x86     # qemu-system-x86_64, TCG: boots the other kernels
-    busybox-static      # the guest initramfs's /init, insmod, mount, chroot, ip (a static binary: nothing else to copy)
+    busybox-static      # the guest initramfs's /init, insmod, mount, chroot, ip (static: nothing else to copy; provides busybox)
   )
 fi
 
