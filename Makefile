@@ -20,7 +20,7 @@ BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(wildcard bpf/*.bpf.c))
 SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(wildcard bpf/*.bpf.c))
 TOOLS     := $(BUILD)/aoftrace $(BUILD)/aofwriter $(BUILD)/uringwriter
 
-.PHONY: all deps vmlinux test stress bench-writer install uninstall clean run-ab bench explain fuzz fuzz-deps
+.PHONY: all deps kernels-deps test-kernels vmlinux test stress bench-writer install uninstall clean run-ab bench explain fuzz fuzz-deps
 all: $(TOOLS)
 
 # Keep the BPF objects: bpftool and the tests read them.
@@ -114,10 +114,18 @@ $(BUILD)/uringwriter: tools/workloads/uringwriter.c | $(BUILD)
 
 CET_AOFWRITER := $(if $(filter x86,$(ARCH)),$(BUILD)/cet/aofwriter)	# endbr64 is x86-64's
 
-test: deps all $(C_TESTS) $(CET_AOFWRITER)
+test: deps kernels-deps all $(C_TESTS) $(CET_AOFWRITER)
 	@for t in $(C_TESTS); do $$t; rc=$$?; test $$rc -eq 77 && echo "$$t: skipped"; \
 	  test $$rc -eq 0 -o $$rc -eq 77 || exit 1; done
 	$(PYTHON) -m pytest -ra -m "not stress" tests
+
+# The kernel matrix (docs/kernels.md): the core tests inside other kernels (Debian 12's 6.1) booted under qemu, a
+# summary per kernel; `make test` runs it too (tests/test_kernels.py). KERNELS=debian-6.1 picks some.
+KERNELS :=
+kernels-deps: deps
+	@scripts/deps.sh kernels
+test-kernels: deps kernels-deps all $(CET_AOFWRITER)
+	PYTHONPATH=tools $(PYTHON) -m aofab.vm test $(KERNELS)
 
 # Long loops (kill/restart hundreds of times); not part of `make test`.
 stress: deps all

@@ -41,6 +41,7 @@ int BPF_KPROBE(flush_enter)
 	flush_open = 1;
 	flush_tid = (__u32)id;
 	st->flush.children_at_start = nr_children;
+	#pragma unroll
 	for (int c = 0; c < COMP_MAX; c++)
 		st->flush.write_tot[c] = st->flush.sync_tot[c] = 0;
 	return 0;
@@ -110,6 +111,7 @@ int BPF_KRETPROBE(flush_exit)
 	e->first_known = st->flush.first_known;
 	e->pad = 0;
 	e->uring_ns = st->flush.uring_ns;
+	#pragma unroll
 	for (int c = 0; c < COMP_MAX; c++) {
 		e->comp[c] = st->span.comp[SPAN_FLUSH][c];
 		e->write_comp[c] = st->flush.write_tot[c];
@@ -325,7 +327,7 @@ static __always_inline void sync_work(struct aof_sync_event *e, const struct tst
 {
 	struct file *f = (struct file *)st->sys.sync_file;
 	struct inode *inode = f ? BPF_CORE_READ(f, f_inode) : NULL;
-	__u64 key = (__u64)inode, *last;
+	__u64 key = (__u64)inode, *last, isize;
 	__u16 mode;
 
 	e->name[0] = 0;
@@ -338,7 +340,7 @@ static __always_inline void sync_work(struct aof_sync_event *e, const struct tst
 	if (!inode)
 		return;
 	e->ino = BPF_CORE_READ(inode, i_ino);
-	e->isize = BPF_CORE_READ(inode, i_size);
+	e->isize = isize = BPF_CORE_READ(inode, i_size);
 	mode = BPF_CORE_READ(inode, i_mode);
 	if (key == aof_inode)
 		e->file = FILE_AOF;
@@ -346,8 +348,9 @@ static __always_inline void sync_work(struct aof_sync_event *e, const struct tst
 		e->file = FILE_DIR;
 	bpf_probe_read_kernel_str(e->name, sizeof(e->name), BPF_CORE_READ(f, f_path.dentry, d_name.name));
 	last = bpf_map_lookup_elem(&synced_size, &key);
-	e->size_changed = !last || *last != e->isize;
-	bpf_map_update_elem(&synced_size, &key, &e->isize, BPF_ANY);
+	e->size_changed = !last || *last != isize;
+	/* from the stack: 6.1 takes no ring-buffer memory as a map value */
+	bpf_map_update_elem(&synced_size, &key, &isize, BPF_ANY);
 }
 
 static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, long ret, __u64 start,
@@ -373,6 +376,7 @@ static __always_inline void emit_sync(struct tstate *st, __u32 tid, __u32 tgid, 
 	e->ret = ret;
 	e->children = nr_children;
 	e->fd = st->sys.fd;
+	#pragma unroll
 	for (int c = 0; c < COMP_MAX; c++)
 		e->comp[c] = st->span.comp[SPAN_SYNC][c];
 	sync_work(e, st);
@@ -443,6 +447,7 @@ static __always_inline int on_sys_exit(long sys_nr, long ret)
 				violation(VIO_OVERWRITE, ino_of(st->flush.inode), st->dur.w_off, st->dur.w_isize, over);
 			}
 		}
+		#pragma unroll
 		for (int c = 0; c < COMP_MAX; c++)
 			st->flush.write_tot[c] += st->span.comp[SPAN_WRITE][c];
 		return 0;
@@ -462,6 +467,7 @@ static __always_inline int on_sys_exit(long sys_nr, long ret)
 		st->flush.syncs++;
 		st->flush.sync_ns += now - start;
 		st->flush.commits += st->sys.commit;
+		#pragma unroll
 		for (int c = 0; c < COMP_MAX; c++)
 			st->flush.sync_tot[c] += st->span.comp[SPAN_SYNC][c];
 	}

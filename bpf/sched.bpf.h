@@ -124,6 +124,7 @@ static __always_inline struct kthread_rq *krq(struct task_struct *t, bool create
 		return NULL;
 	kr->tag = tag;
 	kr->wake_ts = kr->rq_since_wake = kr->inherited = kr->chain_start = 0;
+	#pragma unroll
 	for (int i = 0; i < ARRAY_SIZE(kr->start); i++)
 		kr->start[i] = kr->end[i] = 0;
 	return kr;
@@ -149,6 +150,7 @@ static __always_inline __u64 waker_rq_overlap(struct task_struct *w, __u64 from,
 	kr = krq(w, false);
 	if (!kr)
 		return 0;
+	#pragma unroll
 	for (int i = 0; i < ARRAY_SIZE(kr->start); i++) {
 		__u64 a = kr->start[i] > from ? kr->start[i] : from;
 		__u64 b = kr->end[i] < to ? kr->end[i] : to;
@@ -300,6 +302,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 			st->sched.waker_pid = 0;
 			st->sched.waker_kstack = -1;
 			st->sched.waker_comm[0] = 0;
+			#pragma unroll
 			for (int c = 0; c < COMP_MAX; c++)
 				st->uring.pend[c] = 0;
 		}

@@ -144,6 +144,7 @@ static __always_inline void charge(struct tstate *st, __u64 now)
 		c = st->sched.off_comp;
 	if (c >= COMP_MAX)
 		c = COMP_OTHER_OFFCPU;
+	#pragma unroll
 	for (int s = 0; s < SPAN_MAX; s++)
 		st->span.comp[s][c] += delta & span_mask(st, s);
 	st->span.last_ts = now;
@@ -159,6 +160,7 @@ static __always_inline void charge_sleep(struct tstate *st, __u64 now, __u64 rq_
 		rq_ns = delta;
 	if (c >= COMP_MAX)
 		c = COMP_OTHER_OFFCPU;
+	#pragma unroll
 	for (int s = 0; s < SPAN_MAX; s++) {
 		st->span.comp[s][c] += (delta - rq_ns) & span_mask(st, s);
 		st->span.comp[s][COMP_RUNQ] += rq_ns & span_mask(st, s);
@@ -175,19 +177,23 @@ static __always_inline void charge_sleep_pend(struct tstate *st, __u64 now)
 	__u64 delta = now - st->span.last_ts, total = 0, used = 0, part;
 	__u32 c0 = st->sched.off_comp;
 
+	#pragma unroll
 	for (int c = 0; c < COMP_MAX; c++)
 		total += st->uring.pend[c];
 	if (c0 >= COMP_MAX)
 		c0 = COMP_OTHER_OFFCPU;
+	#pragma unroll
 	for (int c = 0; c < COMP_MAX; c++) {
 		part = total > delta ? st->uring.pend[c] * delta / total : st->uring.pend[c];
 		used += part;
+		#pragma unroll
 		for (int s = 0; s < SPAN_MAX; s++)
 			st->span.comp[s][c] += part & span_mask(st, s);
 		st->uring.pend[c] = 0;
 	}
 	if (used > delta)
 		used = delta;
+	#pragma unroll
 	for (int s = 0; s < SPAN_MAX; s++)
 		st->span.comp[s][c0] += (delta - used) & span_mask(st, s);
 	st->span.last_ts = now;
@@ -197,6 +203,7 @@ static __always_inline bool has_pend(const struct tstate *st)
 {
 	__u64 sum = 0;
 
+	#pragma unroll
 	for (int c = 0; c < COMP_MAX; c++)
 		sum |= st->uring.pend[c];
 	return sum != 0;
@@ -212,6 +219,7 @@ static __always_inline void span_open(struct tstate *st, int span, __u64 now)
 	st->sched.run = RUN_ONCPU;
 	st->span.start[span] = now;
 	st->span.open |= 1 << span;
+	#pragma unroll
 	for (int c = 0; c < COMP_MAX; c++)
 		st->span.comp[span][c] = 0;
 }

@@ -55,6 +55,7 @@ static __always_inline void worker_start(struct tstate *st, struct ureq *u, __u6
 	}
 	st->span.start[SPAN_IOWQ] = start;
 	st->span.open |= 1 << SPAN_IOWQ;
+	#pragma unroll
 	for (int c = 0; c < COMP_MAX; c++)
 		st->span.comp[SPAN_IOWQ][c] = 0;
 }
@@ -98,8 +99,7 @@ static __always_inline bool is_write_op(__u8 op)
 	       op == bpf_core_enum_value(enum io_uring_op, IORING_OP_WRITE_FIXED);
 }
 
-SEC("tp_btf/io_uring_submit_req")
-int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
+static __always_inline int submitted(struct io_kiocb *req)
 {
 	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)req;
 	struct ureq u = {};
@@ -108,12 +108,46 @@ int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
 		return 0;
 	u.submit_ns = bpf_ktime_get_ns();
 	u.submitter = (__u32)id;
-	u.opcode = req->opcode;
+	u.opcode = BPF_CORE_READ(req, opcode);
 	/* With SQPOLL the submitter is the SQ thread, while the flush waits: any submission counts. */
 	if (flush_open)
 		u.flags |= UF_INFLUSH;
 	bpf_map_update_elem(&ureqs, &key, &u, BPF_ANY);
 	return 0;
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
+{
+	return submitted(req);
+}
+
+/*
+ * The same tracepoint before 6.3, when it was called io_uring_submit_sqe (6.1: req, force_nonblock);
+ * kfeatures.c loads whichever of the two the kernel has.
+ */
+SEC("tp_btf/io_uring_submit_sqe")
+int BPF_PROG(io_uring_submit_sqe, struct io_kiocb *req)
+{
+	return submitted(req);
+}
+
+/* io_wq_work.flags: an unsigned int until 6.4 made it an atomic_t; CO-RE takes the one the kernel has. */
+struct io_wq_work___u32 {
+	unsigned int flags;
+} __attribute__((preserve_access_index));
+
+struct io_kiocb___u32 {
+	struct io_wq_work___u32 work;
+} __attribute__((preserve_access_index));
+
+static __always_inline unsigned int work_flags(struct io_kiocb *req)
+{
+	struct io_kiocb___u32 *old = (void *)req;
+
+	if (bpf_core_field_exists(old->work.flags))
+		return BPF_CORE_READ(old, work.flags);
+	return BPF_CORE_READ(req, work.flags.counter);
 }
 
 SEC("tp_btf/io_uring_queue_async_work")
@@ -126,7 +160,7 @@ int BPF_PROG(io_uring_queue_async_work, struct io_kiocb *req, int rw)
 		return 0;
 	u->punt_ns = bpf_ktime_get_ns();
 	u->flags |= UF_PUNTED;
-	if (BPF_CORE_READ(req, work.flags.counter) & IO_WQ_WORK_HASHED)
+	if (work_flags(req) & IO_WQ_WORK_HASHED)
 		u->flags |= UF_HASHED;
 	return 0;
 }
@@ -210,9 +244,21 @@ static __always_inline void uring_durability(struct ureq *u, struct inode *inode
 	}
 }
 
-/* Since 5.18 (d5ec1dfaf59a) the tracepoint passes the CQE; `req` is the request completed. */
+/*
+ * The request's result. Since 6.13 ("io_uring: clean up cqe trace points") the tracepoint passes the CQE
+ * (ctx, req, cqe); before, its fields one by one (ctx, req, user_data, res, cflags, extra1, extra2).
+ * The branch not taken is dead code to the verifier: LINUX_KERNEL_VERSION is a constant to it.
+ */
+static __always_inline __s32 complete_res(unsigned long long *args)
+{
+	if (LINUX_KERNEL_VERSION >= KERNEL_VERSION(6, 13, 0))
+		return BPF_CORE_READ((struct io_uring_cqe *)args[2], res);
+	return (__s32)args[3];
+}
+
+/* `req` is the request completed (NULL for a CQE posted without one). */
 SEC("tp_btf/io_uring_complete")
-int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_uring_cqe *cqe)
+int BPF_PROG(io_uring_complete, void *ctx_, void *req)
 {
 	struct task_struct *cur = bpf_get_current_task_btf();
 	__u64 key = (__u64)req, now;
@@ -244,7 +290,7 @@ int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_u
 		st->uring.cur_req = 0;
 	}
 	if (u->flags & UF_AOF)
-		uring_durability(u, inode, BPF_CORE_READ(cqe, res), now);
+		uring_durability(u, inode, complete_res(ctx), now);
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(CNT_LOST, 1);
@@ -255,7 +301,7 @@ int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_u
 	e->submitter = u->submitter;
 	e->worker = u->worker;
 	e->opcode = u->opcode;
-	e->res = BPF_CORE_READ(cqe, res);
+	e->res = complete_res(ctx);
 	e->flags = u->flags | (e->res < 0 ? UF_FAILED : 0);
 	e->pad = 0;
 	e->cpu = bpf_get_smp_processor_id();
@@ -264,6 +310,7 @@ int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_u
 	e->punt_ns = u->punt_ns;
 	e->start_ns = u->worker ? u->start_ns : u->submit_ns;
 	e->complete_ns = now;
+	#pragma unroll
 	for (int c = 0; c < COMP_MAX; c++)
 		e->comp[c] = st && u->worker ? st->span.comp[SPAN_IOWQ][c] : 0;
 
@@ -277,6 +324,7 @@ int BPF_PROG(io_uring_complete, struct io_ring_ctx *ctx_, void *req, struct io_u
 		__u64 q = u->start_ns > u->punt_ns && u->punt_ns ? u->start_ns - u->punt_ns : 0;
 
 		sub->uring.pend[COMP_IOWQ_QUEUE] += q;
+		#pragma unroll
 		for (int c = 0; c < COMP_MAX; c++)
 			sub->uring.pend[c] += e->comp[c];
 	}

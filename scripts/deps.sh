@@ -25,6 +25,15 @@ if [ "${1:-}" = fuzz ]; then
   PKGS+=("libclang-rt-$(clang --version | sed -n 's/.*clang version \([0-9]*\)\..*/\1/p' | head -n 1)-dev")
 fi
 
+# `make test-kernels` and `make test` (scripts/deps.sh kernels): the kernel matrix boots Debian's kernels under qemu
+# (docs/kernels.md).
+if [ "${1:-}" = kernels ]; then
+  PKGS+=(
+    qemu-system-x86     # qemu-system-x86_64, TCG: boots the other kernels
+    busybox-static      # the guest initramfs's /init, insmod, mount, chroot, ip (static: nothing else to copy; provides busybox)
+  )
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,9 @@
  * What this kernel offers aoftrace: tracepoint groups found in its BTF (a group missing is switched
  * off before load, and said), capabilities, and `aoftrace --check`.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,6 +99,24 @@ static bool group_first(size_t i)
 	return true;
 }
 
+/*
+ * Tracepoints renamed between kernels: a program for each name, and the one the kernel has is loaded
+ * (the other is not a missing tracepoint). io_uring_submit_sqe became io_uring_submit_req in 6.3.
+ */
+static const char *const renamed[][2] = {
+	{ "io_uring_submit_req", "io_uring_submit_sqe" },
+};
+
+/* The other name of a renamed tracepoint, or NULL. */
+static const char *other_name(const char *tp)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(renamed); i++)
+		for (int k = 0; k < 2; k++)
+			if (!strcmp(renamed[i][k], tp))
+				return renamed[i][!k];
+	return NULL;
+}
+
 /* The tp_btf programs' tracepoints, and which of them the BTF has a btf_trace_<name> typedef for. */
 struct tp_probe {
 	const char *tp[64];
@@ -113,6 +133,38 @@ static void note_trace_type(const char *s, void *ctx)
 	for (size_t i = 0; i < p->n; i++)
 		if (!strcmp(p->tp[i], s + 10))
 			p->seen[i] = true;
+}
+
+static bool tp_seen(const struct tp_probe *p, const char *tp)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (!strcmp(p->tp[i], tp))
+			return p->seen[i];
+	return false;
+}
+
+/*
+ * The kernel's own BTF, then, for the running kernel, every module's (/sys/kernel/btf/<module>, 5.11+):
+ * where XFS, ext4 and jbd2 are modules (Debian's kernels), their tracepoints' typedefs are there, and
+ * libbpf finds the module BTF to attach and relocate against. --btf FILE: that file alone.
+ */
+static int scan_btf(const char *btf_path, struct tp_probe *p)
+{
+	struct dirent *d;
+	char path[PATH_MAX];
+	DIR *dir;
+	int err = btf_for_each_string(btf_path, note_trace_type, p);
+
+	if (err || env.btf_path || !(dir = opendir("/sys/kernel/btf")))
+		return err;
+	while ((d = readdir(dir))) {
+		if (d->d_name[0] == '.' || !strcmp(d->d_name, "vmlinux"))
+			continue;
+		snprintf(path, sizeof(path), "/sys/kernel/btf/%s", d->d_name);
+		btf_for_each_string(path, note_trace_type, p);	/* a module unloaded meanwhile: no matter */
+	}
+	closedir(dir);
+	return 0;
 }
 
 /*
@@ -134,23 +186,25 @@ bool probe_features(struct bpf_object *bobj, const char *btf_path)
 		if (!strncmp(sec, "tp_btf/", 7) && feature_of(sec + 7) && p.n < ARRAY_SIZE(p.tp))
 			p.tp[p.n++] = sec + 7;
 	}
-	if (btf_for_each_string(btf_path, note_trace_type, &p)) {
+	if (scan_btf(btf_path, &p)) {
 		errno = EINVAL;
 		return false;
 	}
 	for (size_t i = 0; i < p.n; i++) {
 		const struct feature *f = feature_of(p.tp[i]);
+		const char *other = other_name(p.tp[i]);
 
 		feature_used[f - features] = true;
-		if (!p.seen[i] && !feature_missing[f - features][0])
-			snprintf(feature_missing[f - features], sizeof(feature_missing[0]), "%s", p.tp[i]);
+		if (p.seen[i] || (other && tp_seen(&p, other)) || feature_missing[f - features][0])
+			continue;
+		snprintf(feature_missing[f - features], sizeof(feature_missing[0]), "%s", p.tp[i]);
 	}
 	/* A group is off as a whole: half of the io_uring lifecycle would mislead. */
 	bpf_object__for_each_program(prog, bobj) {
 		const char *sec = bpf_program__section_name(prog);
 		const struct feature *f = strncmp(sec, "tp_btf/", 7) ? NULL : feature_of(sec + 7);
 
-		if (f && group_missing(f->group))
+		if (f && (group_missing(f->group) || !tp_seen(&p, sec + 7)))
 			bpf_program__set_autoload(prog, false);
 	}
 	return true;

@@ -32,4 +32,7 @@
 #define REQ_OP_BITS	8
 #define REQ_OP_MASK	((1u << REQ_OP_BITS) - 1)	/* unchanged since 4.10 */
 
+/* The running kernel's version (libbpf fills it in at load): for tracepoints whose arguments changed. */
+extern int LINUX_KERNEL_VERSION __kconfig;
+
 #endif /* __AOF_LIB_KERNEL_DEFS_BPF_H */
