@@ -73,7 +73,7 @@ def test_lite_sees_the_rewrite_child(loopfs, port, tmp_path):
     # make explain takes lite reports too, and says they have no components
     r = subprocess.run([sys.executable, "-m", "aofab.explain", at.json_path, at.json_path], capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode == 0 and "aoftrace --lite, no components" in r.stdout, (r.stdout, r.stderr)
+    assert r.returncode == 0 and "aoftrace --lite: no components" in r.stdout, (r.stdout, r.stderr)
 
 
 @pytest.mark.parametrize("io", ["write", "uring-linked"])

@@ -132,13 +132,17 @@ def bpftrace_flush(pid):
 # io_uring requests of a process by opcode, as the tracepoints count them: submitted, queued to io-wq
 # (io_uring_queue_async_work) and, of those, hashed (its `rw` field carries io_wq_is_hashed()).
 BPFTRACE_URING = r"""
-tracepoint:io_uring:io_uring_submit_req /pid == PID/ { @sub[args->opcode] = count(); }
+tracepoint:io_uring:SUBMIT /pid == PID/ { @sub[args->opcode] = count(); }
 tracepoint:io_uring:io_uring_queue_async_work /pid == PID/ { @queued[args->opcode] = count(); @hashed[args->opcode] = sum(args->rw); }
 """
 
 
 def bpftrace_uring(pid):
-    return Bpftrace(BPFTRACE_URING.replace("PID", str(pid)))
+    """io_uring_submit_sqe was renamed io_uring_submit_req in 6.3: the name the kernel has (tracefs mounted)."""
+    submit = "io_uring_submit_req"
+    if not os.path.exists(f"{TRACEFS}/events/io_uring/{submit}"):
+        submit = "io_uring_submit_sqe"
+    return Bpftrace(BPFTRACE_URING.replace("PID", str(pid)).replace("SUBMIT", submit))
 
 
 def keyed_maps(output):

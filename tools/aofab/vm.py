@@ -47,6 +47,7 @@ MODULES = ["virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "loop", "crc32c_int
 # the guest's pytest fail ("not found"), never pass silently.
 CORE_TESTS = [
     "tests/test_aoftrace.py::test_check_reports_core_can_run",
+    "tests/test_check.py::test_check_agrees_with_a_real_load",
     "tests/test_aoftrace.py::test_bad_input",
     "tests/test_aoftrace.py::test_not_root",
     "tests/test_lite.py::test_lite_counts_match_bpftrace[redis-server-xfs]",
@@ -60,33 +61,17 @@ CORE_TESTS = [
     "tests/test_aoftrace.py::test_sigint_detaches_everything[xfs]",
     "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[xfs-write]",
     "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[ext4-write]",
+    "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[ext4-uring-async]",
+    "tests/test_report_live.py::test_aof_syncs_apart_from_the_rewrites[redis-server]",
     "tests/test_durability.py::test_injected_fault_is_named[xfs-skip-fsync-write]",
     "tests/test_durability.py::test_correct_aofwriter_is_ok[ext4-write-plain]",
 ]
 
 # Tests of the subset that fail on a kernel today, each with why: run there as xfail (strict=False: a fix shows as
 # XPASS), by the pytest plugin below, so the guest's summary counts them apart and a new failure still fails.
-_FULL_61 = ("issue 20: full mode does not load on 6.1 (prog 'sched_waking': back-edge from insn 527 to 528; "
-            "io_uring_submit_req missing; xfs/ext4/jbd2 module BTF unused)")
-_URING_61 = "issue 20: 6.1 has no io_uring_submit_req tracepoint (io_uring_submit_sqe there): io_uring group off"
+# None on 6.1 since the full mode loads there (unrolled loops, module BTF, io_uring's renamed tracepoint).
 KNOWN_FAILING = {
-    "debian-6.1": {
-        "tests/test_aoftrace.py::test_counts_and_totals_match_bpftrace[redis-server-xfs]": _FULL_61,
-        "tests/test_aoftrace.py::test_counts_and_totals_match_bpftrace[aofwriter-ext4]": _FULL_61,
-        "tests/test_aoftrace.py::test_sigint_detaches_everything[xfs]": _FULL_61,
-        "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[xfs-write]": _FULL_61,
-        "tests/test_uring.py::test_fs_counts_uring_bytes_like_write[ext4-write]": _FULL_61,
-        "tests/test_durability.py::test_injected_fault_is_named[xfs-skip-fsync-write]": _FULL_61,
-        "tests/test_durability.py::test_correct_aofwriter_is_ok[ext4-write-plain]": _FULL_61,
-        "tests/test_lite.py::test_lite_counts_match_bpftrace[redis-server-xfs]":
-            _URING_61 + ": --lite attaches no io_uring_complete, which the test requires",
-        "tests/test_lite.py::test_lite_counts_match_bpftrace[aofwriter-ext4]":
-            _URING_61 + ": --lite attaches no io_uring_complete, which the test requires",
-        "tests/test_lite.py::test_lite_names_injected_faults[ext4-reply-before-sync-uring-linked]":
-            _URING_61 + ": the io_uring writes are not seen, the fault is not named",
-        "tests/test_lite.py::test_lite_uring_counts[xfs-uring-linked]":
-            _URING_61 + ": the bpftrace reference script cannot attach",
-    },
+    "debian-6.1": {},
 }
 
 
