@@ -23,6 +23,17 @@ MKFS = {
     "xfs": ["mkfs.xfs", "-q", "-f"],
     "ext4": ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"],
 }
+# A scratch file system nothing is measured on (the kernel matrix's /var/tmp): ext4 initialised lazily.
+MKFS_LAZY = {"ext4": ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]}
+
+
+def new_fs_image(path, fstype, size_bytes, lazy=False):
+    """A file system of `fstype` on a new sparse image file at `path`: the only place mkfs runs, and only on the
+    file it has just created (exclusively: an existing file is an error, never formatted)."""
+    with open(path, "xb") as f:
+        f.truncate(size_bytes)
+    cmd = MKFS_LAZY[fstype] if lazy else MKFS[fstype]
+    run(cmd + [path])
 
 
 def children(pid="self"):
@@ -127,10 +138,8 @@ class LoopFS:
     def __enter__(self):
         try:
             self.dir = private_dir(f"aoftrace-{self.fstype}-", self.base, self)
-            self.image = os.path.join(self.dir, "fs.img")
-            with open(self.image, "xb") as f:      # a new file in a new 0700 directory: mkfs runs on nothing else
-                f.truncate(self.size_mb << 20)
-            run(MKFS[self.fstype] + [self.image])
+            self.image = os.path.join(self.dir, "fs.img")   # a new file in a new 0700 directory
+            new_fs_image(self.image, self.fstype, self.size_mb << 20)
             self.dev = run(["losetup", "--direct-io=on", "--find", "--show", self.image]).stdout.strip()
             self.mnt = os.path.join(self.dir, "mnt")
             os.mkdir(self.mnt)

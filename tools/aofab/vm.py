@@ -318,9 +318,9 @@ def run(kernel, command, timeout=600, mem="2G", smp=2, scratch_gb=8, echo=False)
                 "exit $(cat /tmp/aofvm/cmd.rc)\n")
     # The guest's /var/tmp: a sparse ext4 image made here (mkfs on a file of ours), removed after the run.
     scratch = os.path.join(RUNS, f"{kernel.name}.scratch.img")
-    with open(scratch, "wb") as f:
-        f.truncate(scratch_gb << 30)
-    env.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", scratch])
+    if os.path.exists(scratch):     # left by a run that was killed: ours, in build/kernels
+        os.unlink(scratch)
+    env.new_fs_image(scratch, "ext4", scratch_gb << 30, lazy=True)
     argv = [QEMU, "-accel", "tcg", "-cpu", "max", "-m", mem, "-smp", str(smp), "-nographic", "-no-reboot",
             "-kernel", kernel.vmlinuz, "-initrd", initrd,
             "-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
