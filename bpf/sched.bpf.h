@@ -8,22 +8,14 @@
 
 /*
  * The classifier's kernel text ranges, filled by user space after load and before attach (so that
- * /proc/kallsyms is read while the verifier works).
+ * /proc/kallsyms is read while the verifier works): one value, the whole table.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_KRANGES);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct aof_krange);
+	__type(value, struct aof_kranges);
 } kranges SEC(".maps");
-
-__u32 krange_zero = 0;	/* never written: KRANGE_ZERO in classify.h */
-#define KRANGE_ZERO krange_zero
-
-static __always_inline const struct aof_krange *krange_at(const void *tbl, __u32 i)
-{
-	return bpf_map_lookup_elem(&kranges, &i);
-}
 
 #include "classify.h"
 
@@ -191,30 +183,39 @@ static __always_inline __u8 hint_comp(__u32 h)
 	return h ? COMP_JOURNAL : COMP_OTHER_OFFCPU;
 }
 
-static long classify_frame(__u64 i, struct frames *fr)
+/* bpf_loop's context must be on the stack: the scratch value (where the best is kept) and the table. */
+struct classify_ctx {
+	struct frames *fr;
+	const struct aof_kranges *tbl;
+};
+
+static long classify_frame(__u64 i, struct classify_ctx *cx)
 {
+	struct frames *fr = cx->fr;
+
 	/* Mask in asm: clang would drop a C bound it can prove, and the verifier needs to see one. */
 	asm volatile("%[i] &= %[mask]" : [i] "+r"(i) : [mask] "i"(MAX_FRAMES - 1));
-	fr->best = classify_step(NULL, fr->ips[i], fr->best);
+	fr->best = classify_step(cx->tbl->r, fr->ips[i], fr->best);
 	return 0;
 }
 
 /* bpf_loop (5.17+) keeps the verifier from walking frames x search steps as one unrolled tree. */
 static __always_inline __u8 classify_current(void *ctx)
 {
-	struct frames *fr;
+	struct classify_ctx cx;
 	__u32 zero = 0;
 	long n;
 
-	fr = bpf_map_lookup_elem(&scratch, &zero);
-	if (!fr)
+	cx.fr = bpf_map_lookup_elem(&scratch, &zero);
+	cx.tbl = bpf_map_lookup_elem(&kranges, &zero);
+	if (!cx.fr || !cx.tbl)
 		return COMP_OTHER_OFFCPU;
-	n = bpf_get_stack(ctx, fr->ips, sizeof(fr->ips), 0);
+	n = bpf_get_stack(ctx, cx.fr->ips, sizeof(cx.fr->ips), 0);
 	if (n <= 0)
 		return COMP_OTHER_OFFCPU;
-	fr->best = CLASSIFY_INIT;
-	bpf_loop(n / sizeof(fr->ips[0]), classify_frame, fr, 0);
-	return CLASSIFY_COMP(fr->best);
+	cx.fr->best = CLASSIFY_INIT;
+	bpf_loop(n / sizeof(cx.fr->ips[0]), classify_frame, &cx, 0);
+	return CLASSIFY_COMP(cx.fr->best);
 }
 
 static __always_inline void sleep_reason(void *ctx, struct tstate *st, struct task_struct *prev)
