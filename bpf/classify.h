@@ -37,6 +37,16 @@ static const __u8 comp_prio[COMP_MAX] = {
  */
 _Static_assert(MAX_KRANGES == 256, "krange_comp() halves 256 entries");
 
+/*
+ * An index into the table. In BPF the mask is applied in asm: clang folds a C mask into the arithmetic
+ * around it, which 6.1's verifier then cannot bound (later ones can).
+ */
+#ifdef __bpf__
+#define KR_INDEX(n) ({ __u64 __x = (n); asm volatile("%[x] &= %[m]" : [x] "+r"(__x) : [m] "i"(MAX_KRANGES - 1)); __x; })
+#else
+#define KR_INDEX(n) ((n) & (MAX_KRANGES - 1))
+#endif
+
 static __always_inline __u32 at_or_below(__u64 start, __u64 ip)
 {
 	return (__u32)((__s64)(start - ip - 1) >> 63);	/* all ones if start <= ip, else 0 */
@@ -51,9 +61,9 @@ static __always_inline int krange_comp(const struct aof_krange *tbl, __u64 ip)
 #pragma unroll
 #endif
 	for (__u32 step = MAX_KRANGES / 2; step; step /= 2)
-		idx += step & at_or_below(tbl[(idx + step - 1) & (MAX_KRANGES - 1)].start, ip);
+		idx += step & at_or_below(tbl[KR_INDEX(idx + step - 1)].start, ip);
 	/* idx entries start at or below ip: the last of them is the only one that can hold it */
-	k = &tbl[(idx - 1) & (MAX_KRANGES - 1)];
+	k = &tbl[KR_INDEX(idx - 1)];
 	if (idx && ip < k->end && k->comp < COMP_MAX)
 		return k->comp;
 	return -1;
