@@ -195,7 +195,11 @@ run-ab: deps all $(if $(filter 1 yes true,$(UFTRACE)),$(BUILD)/pg/aofwriter)
 # throughput ratios, launch-to-attached, peak RSS, events/s and lost events, then each BPF program's cost per
 # flush, and writes OUT (default build/bench/bench.json). A benchmark, not a test, e.g.
 # make bench REPS=7 REQUESTS=100000 CPUS=none
-bench: deps all $(BUILD)/floor/aoftrace
+# Each program's verification time and instructions walked, loaded alone (make bench prints it).
+$(BUILD)/verifier_stats: tools/verifier_stats.c | $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@ $(LIBBPF_LIBS)
+
+bench: deps all $(BUILD)/floor/aoftrace $(BUILD)/verifier_stats
 	$(PYTHON) -m aofab.bench --reps=$(call shq,$(REPS)) --requests=$(call shq,$(REQUESTS)) \
 	  --cpus=$(call shq,$(CPUS)) --modes=$(call shq,$(MODES)) --out=$(call shq,$(OUT))
 

@@ -139,6 +139,11 @@ struct aof_krange {
 	__u32 pad;
 };
 
+/* The classifier's table: one map value, looked up once per stack (bpf/classify.h). */
+struct aof_kranges {
+	struct aof_krange r[MAX_KRANGES];
+};
+
 struct aof_flush_event {
 	__u32 type;		/* EV_FLUSH */
 	__u32 tid;

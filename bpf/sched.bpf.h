@@ -8,22 +8,14 @@
 
 /*
  * The classifier's kernel text ranges, filled by user space after load and before attach (so that
- * /proc/kallsyms is read while the verifier works).
+ * /proc/kallsyms is read while the verifier works): one value, the whole table.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_KRANGES);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct aof_krange);
+	__type(value, struct aof_kranges);
 } kranges SEC(".maps");
-
-__u32 krange_zero = 0;	/* never written: KRANGE_ZERO in classify.h */
-#define KRANGE_ZERO krange_zero
-
-static __always_inline const struct aof_krange *krange_at(const void *tbl, __u32 i)
-{
-	return bpf_map_lookup_elem(&kranges, &i);
-}
 
 #include "classify.h"
 
@@ -132,6 +124,13 @@ static __always_inline struct kthread_rq *krq(struct task_struct *t, bool create
 
 struct frames {
 	__u64 ips[MAX_FRAMES];
+	/*
+	 * The running best of classify_current(), kept here rather than on the stack: read back from map
+	 * memory it is an unknown number to the verifier, which since 6.7 walks a bpf_loop callback until
+	 * its states repeat; with the best on the stack each of its values was a new state (sched_switch:
+	 * 200 000 verified instructions, 0.55 s of start-up).
+	 */
+	__u32 best;
 };
 
 struct {
@@ -184,34 +183,39 @@ static __always_inline __u8 hint_comp(__u32 h)
 	return h ? COMP_JOURNAL : COMP_OTHER_OFFCPU;
 }
 
+/* bpf_loop's context must be on the stack: the scratch value (where the best is kept) and the table. */
 struct classify_ctx {
 	struct frames *fr;
-	__u32 best;
+	const struct aof_kranges *tbl;
 };
 
 static long classify_frame(__u64 i, struct classify_ctx *cx)
 {
+	struct frames *fr = cx->fr;
+
 	/* Mask in asm: clang would drop a C bound it can prove, and the verifier needs to see one. */
 	asm volatile("%[i] &= %[mask]" : [i] "+r"(i) : [mask] "i"(MAX_FRAMES - 1));
-	cx->best = classify_step(NULL, cx->fr->ips[i], cx->best);
+	fr->best = classify_step(cx->tbl->r, fr->ips[i], fr->best);
 	return 0;
 }
 
 /* bpf_loop (5.17+) keeps the verifier from walking frames x search steps as one unrolled tree. */
 static __always_inline __u8 classify_current(void *ctx)
 {
-	struct classify_ctx cx = { .best = CLASSIFY_INIT };
+	struct classify_ctx cx;
 	__u32 zero = 0;
 	long n;
 
 	cx.fr = bpf_map_lookup_elem(&scratch, &zero);
-	if (!cx.fr)
+	cx.tbl = bpf_map_lookup_elem(&kranges, &zero);
+	if (!cx.fr || !cx.tbl)
 		return COMP_OTHER_OFFCPU;
 	n = bpf_get_stack(ctx, cx.fr->ips, sizeof(cx.fr->ips), 0);
 	if (n <= 0)
 		return COMP_OTHER_OFFCPU;
+	cx.fr->best = CLASSIFY_INIT;
 	bpf_loop(n / sizeof(cx.fr->ips[0]), classify_frame, &cx, 0);
-	return CLASSIFY_COMP(cx.best);
+	return CLASSIFY_COMP(cx.fr->best);
 }
 
 static __always_inline void sleep_reason(void *ctx, struct tstate *st, struct task_struct *prev)

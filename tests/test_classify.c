@@ -13,11 +13,6 @@
 #include "offcpu.h"
 #include "helpers.h"
 
-static const struct aof_krange *krange_at(const void *tbl, __u32 i)
-{
-	return i < MAX_KRANGES ? &((const struct aof_krange *)tbl)[i] : NULL;
-}
-
 #include "classify.h"
 
 /* A fake kallsyms: every function named in the stacks below, plus its neighbours. */

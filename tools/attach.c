@@ -145,7 +145,7 @@ void check_output_path(const char *path)
 static struct {
 	pthread_t thread;
 	bool started;
-	struct aof_krange r[MAX_KRANGES];
+	struct aof_kranges t;
 	int n, err;
 } kr;
 
@@ -157,7 +157,7 @@ static void *kranges_thread(void *arg)
 		kr.err = errno ? errno : ENOMEM;
 		return NULL;
 	}
-	kr.n = build_kranges(ks, kr.r, MAX_KRANGES);
+	kr.n = build_kranges(ks, kr.t.r, MAX_KRANGES);
 	ksyms_free(ks);
 	return NULL;
 }
@@ -184,15 +184,9 @@ int kranges_install(struct aoftrace_bpf *obj)
 		fprintf(stderr, "aoftrace: cannot read /proc/kallsyms: %s\n", strerror(kr.err));
 		return -kr.err;
 	}
-	{
-		/* the padding too: see krange_comp(); in one syscall, not MAX_KRANGES */
-		__u32 keys[MAX_KRANGES], n = MAX_KRANGES;
-
-		for (__u32 i = 0; i < MAX_KRANGES; i++)
-			keys[i] = i;
-		if (bpf_map_update_batch(fd, keys, kr.r, &n, NULL))
-			return -errno;
-	}
+	/* the padding too: see krange_comp(); the whole table is the map's one value */
+	if (bpf_map_update_elem(fd, &(__u32){ 0 }, &kr.t, BPF_ANY))
+		return -errno;
 	if (env.verbose)
 		fprintf(stderr, "aoftrace: %d kernel ranges for the off-CPU classifier\n", kr.n);
 	return 0;
