@@ -18,23 +18,6 @@ print "interrupted; cleaned up" and exit 130. Bad settings: one line on stderr, 
 """
 import signal
 
-def verifier_stats(console):
-    """Each BPF program's verification time, loaded alone (build/verifier_stats): the full mode's start-up is
-    mostly verification, so a program whose verification grows shows here. {program: [usec, insns]}."""
-    exe = os.path.join(env.BUILD, "verifier_stats")
-    r = subprocess.run([exe, os.path.join(env.BUILD, "aoftrace.bpf.o")], capture_output=True, text=True, timeout=300)
-    if r.returncode:
-        console.print(f"verifier stats FAILED: {r.stderr.strip()}", highlight=False)
-        return {"error": r.stderr.strip()}
-    rows = [line.split() for line in r.stdout.splitlines()[1:]]
-    out = {row[0]: [int(row[1]), int(row[2])] for row in rows if len(row) == 3 and row[1].isdigit()}
-    top = sorted(out.items(), key=lambda kv: -kv[1][0])[:5]
-    console.print(f"verifier: {sum(v[0] for v in out.values()) / 1000:.1f} ms for {len(out)} programs loaded alone; "
-                  "the slowest: " + ", ".join(f"{k} {v[0] / 1000:.1f} ms ({v[1]} insns)" for k, v in top),
-                  soft_wrap=True, highlight=False)
-    return out
-
-
 if __name__ == "__main__":   # held until env.catch_interrupts(), see there
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
