@@ -209,6 +209,16 @@ static __always_inline bool has_pend(const struct tstate *st)
 	return sum != 0;
 }
 
+/* Span `span` opens at `now` with nothing charged to it yet. */
+static __always_inline void span_start(struct tstate *st, int span, __u64 now)
+{
+	st->span.start[span] = now;
+	st->span.open |= 1 << span;
+	#pragma unroll
+	for (int c = 0; c < COMP_MAX; c++)
+		st->span.comp[span][c] = 0;
+}
+
 /* Open a span on a running thread. */
 static __always_inline void span_open(struct tstate *st, int span, __u64 now)
 {
@@ -217,11 +227,7 @@ static __always_inline void span_open(struct tstate *st, int span, __u64 now)
 	else
 		st->span.last_ts = now;
 	st->sched.run = RUN_ONCPU;
-	st->span.start[span] = now;
-	st->span.open |= 1 << span;
-	#pragma unroll
-	for (int c = 0; c < COMP_MAX; c++)
-		st->span.comp[span][c] = 0;
+	span_start(st, span, now);
 }
 
 static __always_inline void span_close(struct tstate *st, int span, __u64 now)

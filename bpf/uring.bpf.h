@@ -53,11 +53,7 @@ static __always_inline void worker_start(struct tstate *st, struct ureq *u, __u6
 		st->span.last_ts = start;
 		st->sched.run = RUN_ONCPU;
 	}
-	st->span.start[SPAN_IOWQ] = start;
-	st->span.open |= 1 << SPAN_IOWQ;
-	#pragma unroll
-	for (int c = 0; c < COMP_MAX; c++)
-		st->span.comp[SPAN_IOWQ][c] = 0;
+	span_start(st, SPAN_IOWQ, start);
 }
 
 static __always_inline bool is_target_worker(struct task_struct *t)
