@@ -344,8 +344,9 @@ def latency_lines(cells):
     L = ["## Latency (us)", ""]
     L.append("Percentiles: the median across repetitions of each repetition's percentile (aoftrace's log-linear "
              "histograms, ±3%); count and mean: pooled over repetitions. fdatasync = the main thread's "
-             "fdatasync/fsync calls (with a rewrite also the manifest/directory fsyncs of the rewrite steps; "
-             "with `uring-linked`/`uring-sqpoll` the data sync is an io_uring FSYNC: see the io_uring table).")
+             "fdatasync/fsync calls of the AOF file (a rewrite's temp-file, manifest and directory fsyncs are "
+             "counted apart, in each run's `sync_by_file`; with `uring-linked`/`uring-sqpoll` the data sync is an "
+             "io_uring FSYNC: see the io_uring table).")
     L.append("")
     L.append("| cell | op | count | mean | " + " | ".join(n for n, _ in analyze.PCTS) + " | closure % |")
     L.append("| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in analyze.PCTS) + " | ---: |")
