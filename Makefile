@@ -125,7 +125,7 @@ KERNELS :=
 kernels-deps: deps
 	@scripts/deps.sh kernels
 test-kernels: deps kernels-deps all $(CET_AOFWRITER)
-	PYTHONPATH=tools $(PYTHON) -m aofab.vm test $(KERNELS)
+	$(PYTHON) -m aofab.vm test $(KERNELS)
 
 # Long loops (kill/restart hundreds of times); not part of `make test`.
 stress: deps all

@@ -2,9 +2,9 @@
 programs loaded, a group it calls missing has none, and its verdict on the core matches whether the tool starts.
 Run in every kernel of the matrix (aofab.vm.CORE_TESTS), where groups are missing or live in module BTF."""
 import re
-import subprocess
 
 from aofab import tracing
+from test_aoftrace import aoftrace
 
 # The tp_btf programs of each group, by name prefix (tools/kfeatures.c's table); raw_syscalls is left out: with
 # tracefs the syscall tracepoints (sys_enter_tp) replace its programs.
@@ -16,7 +16,7 @@ GROUPS = {
 
 
 def test_check_agrees_with_a_real_load(sleeper, tmp_path):
-    r = subprocess.run([tracing.AOFTRACE, "--check"], capture_output=True, text=True, timeout=60)
+    r = aoftrace("--check", timeout=60)
     said = dict(re.findall(r"^(\S+)\s+(yes|NO)\b", r.stdout, re.M))
     can_run = re.search(r"^core \(flush, fdatasync\)\s+can run$", r.stdout, re.M) is not None
     assert (r.returncode == 0) == can_run, r.stdout

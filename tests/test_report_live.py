@@ -1,23 +1,17 @@
 """The report's figures on a real kernel, where a unit test cannot reach (issue 18's bugs): an io_uring
 writer's report and folded stacks, the text against the JSON of one run, kernel file systems refused as
 output paths, and the usage line."""
-import json
-import os
 import re
-import subprocess
 import time
 
 import pytest
 
 from aofab import env, tracing
+from aofwriter_helpers import wait_rewrite_done
+from test_aoftrace import aoftrace
 
 SPANS = {"flush", "write", "fdatasync", "request"}
 ROLES = {"main", "bio", "iowq", "sqpoll", "child", "other"}
-
-
-def run_aoftrace(*args, timeout=20):
-    return subprocess.run([tracing.AOFTRACE, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
 
 
 def test_uring_writer_report_and_folded_stacks(ext4, port, tmp_path):
@@ -57,7 +51,7 @@ def test_kernel_file_systems_are_refused_at_once(opt, path, sleeper):
     -d: refused before attaching, in one line, with nothing written."""
     before = open("/proc/version").read()
     t0 = time.monotonic()
-    r = run_aoftrace("-p", sleeper.pid, "-a", "-d", "5", opt, path)
+    r = aoftrace("-p", sleeper.pid, "-a", "-d", "5", opt, path)
     assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(f"aoftrace: cannot write {path}: "), r.stderr
     assert re.search(r"the kernel's (procfs|sysfs)", r.stderr), r.stderr
@@ -67,7 +61,7 @@ def test_kernel_file_systems_are_refused_at_once(opt, path, sleeper):
 
 
 def test_usage_names_every_option():
-    r = run_aoftrace("--help")
+    r = aoftrace("--help")
     assert r.returncode == 0
     usage = r.stdout.split("USAGE:")[1].split("EXAMPLES:")[0]
     listed = set(re.findall(r"\[?(-\w)\b", usage))
@@ -85,10 +79,7 @@ def test_aof_syncs_apart_from_the_rewrites(kind, xfs, port, tmp_path):
         for _ in range(3):
             srv.cli("BGREWRITEAOF")
             env.benchmark(srv.port, requests=1500, clients=10)
-            for _ in range(100):
-                if "aof_rewrite_in_progress:0" in srv.cli("INFO", "persistence"):
-                    break
-                time.sleep(0.1)
+            wait_rewrite_done(srv.port)
         assert at.stop() == 0, at.stderr
     rep = at.report()
     by_file, fl, fd = rep["sync_by_file"], rep["flush"], rep["fdatasync"]

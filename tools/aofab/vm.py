@@ -7,8 +7,8 @@ over 9p as its root, with tmpfs on /tmp and /run, a scratch ext4 disk on /var/tm
 second 9p share, writable, brings back the command's exit code and whatever it writes (junit XML). TCG only
 (`-accel tcg -cpu max`): this machine's /dev/kvm is a paravirtual KVM that hangs Debian's kernels.
 
-    PYTHONPATH=tools python -m aofab.vm run debian-6.1 -- uname -r
-    PYTHONPATH=tools python -m aofab.vm test [KERNEL...]     # make test-kernels
+    .venv/bin/python -m aofab.vm run debian-6.1 -- uname -r
+    .venv/bin/python -m aofab.vm test [KERNEL...]     # make test-kernels
 """
 import argparse
 import glob
@@ -376,7 +376,7 @@ def guest_pytest_argv(kernel_name, tests, junit="/tmp/aofvm/junit.xml"):
             "--durations=5", f"--junitxml={junit}", *tests]
     # The tree is read-only in the guest: no bytecode written; tmp_path goes to the guest's tmpfs, LoopFS's images to
     # /var/tmp, its scratch disk.
-    return f"PYTHONPATH=tools PYTHONDONTWRITEBYTECODE=1 AOFVM_GUEST=1 AOFVM_KERNEL={shlex.quote(kernel_name)} " + " ".join(shlex.quote(a) for a in args)
+    return f"PYTHONDONTWRITEBYTECODE=1 AOFVM_GUEST=1 AOFVM_KERNEL={shlex.quote(kernel_name)} " + " ".join(shlex.quote(a) for a in args)
 
 
 def summary_line(output):
